@@ -1,0 +1,183 @@
+"""Input checks shared by every loss: each failure is a ``ValueError`` naming the argument.
+
+The message always says what was received and what was expected, so that a user who passes
+``(N, V, D)`` features to a function that wants ``(N, D)`` learns that from the error alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+Temperature = float | Tensor
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """Return the dtype a loss computes in: float64 stays float64, everything else is float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def embeddings(name: str, x: object, ndim: int, shape_doc: str) -> Tensor:
+    """Check that ``x`` is a non-empty, finite floating tensor with ``ndim`` dimensions."""
+    if not isinstance(x, Tensor):
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}"
+        )
+    if x.ndim != ndim:
+        raise ValueError(
+            f"{name} must have {ndim} dimensions {shape_doc}, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must be non-empty {shape_doc}, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s)")
+    return x
+
+
+def same_size(name: str, x: Tensor, dim: int, expected: int, what: str) -> None:
+    """Check ``x.shape[dim] == expected`` and name both sides if not."""
+    if x.shape[dim] != expected:
+        raise ValueError(
+            f"{name} must have {what} = {expected} (dimension {dim}), got shape {tuple(x.shape)}"
+        )
+
+
+def temperature(t: object, name: str = "temperature") -> Temperature:
+    """Check a temperature: a positive finite float or a 0-dim floating tensor."""
+    if isinstance(t, Tensor):
+        if t.ndim != 0:
+            raise ValueError(
+                f"{name} must be a float or a 0-dim tensor, got shape {tuple(t.shape)}"
+            )
+        if not t.is_floating_point():
+            raise ValueError(f"{name} tensor must be floating point, got dtype {t.dtype}")
+        value = float(t.detach())
+    elif isinstance(t, int | float) and not isinstance(t, bool):
+        value = float(t)
+    else:
+        raise ValueError(f"{name} must be a float or a 0-dim tensor, got {type(t).__name__}")
+    if not value > 0.0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return t if isinstance(t, Tensor) else value
+
+
+def labels(y: object, n: int, name: str = "labels") -> Tensor:
+    """Check class labels: a 1-D integer tensor with one entry per sample."""
+    if not isinstance(y, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N,), got {type(y).__name__}")
+    if y.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,) = ({n},), got shape {tuple(y.shape)}")
+    if y.dtype not in _INTEGER_DTYPES:
+        raise ValueError(f"{name} must be an integer tensor (class indices), got dtype {y.dtype}")
+    if y.shape[0] != n:
+        raise ValueError(
+            f"{name} must have one entry per sample: expected N = {n}, got {y.shape[0]}"
+        )
+    return y
+
+
+def choice(name: str, value: object, choices: Iterable[str]) -> str:
+    """Check that a string option is one of ``choices``."""
+    options = tuple(choices)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return str(value)
+
+
+# --- the argument sets of each loss family (shared by the oracle and the fast versions) ---------
+
+
+def ntxent_args(z1: object, z2: object, t: object) -> tuple[Tensor, Tensor, Temperature]:
+    """Validate ``nt_xent``'s inputs: two ``(N, D)`` views of the same N samples."""
+    z1 = embeddings("z1", z1, 2, "(N, D)")
+    z2 = embeddings("z2", z2, 2, "(N, D)")
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must have the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    return z1, z2, temperature(t)
+
+
+def supcon_args(
+    features: object,
+    y: object,
+    t: object,
+    base_t: object,
+    contrast_mode: object,
+) -> tuple[Tensor, Tensor | None, Temperature, Temperature | None, str]:
+    """Validate ``supcon``'s inputs: ``(N, V, D)`` features, optional ``(N,)`` labels."""
+    features = embeddings("features", features, 3, "(N, V, D)")
+    n, v, _ = features.shape
+    y = None if y is None else labels(y, n)
+    if y is None and v == 1:
+        raise ValueError(
+            "features has V = 1 view and labels is None: no anchor can have a positive; "
+            "pass labels (N,) or at least 2 views (N, V>=2, D)"
+        )
+    tb = None if base_t is None else temperature(base_t, "base_temperature")
+    mode = choice("contrast_mode", contrast_mode, ("all", "one"))
+    return features, y, temperature(t), tb, mode
+
+
+def info_nce_args(
+    query: object,
+    positive_key: object,
+    negative_keys: object,
+    t: object,
+    negative_mode: object,
+    reduction: object,
+) -> tuple[Tensor, Tensor, Tensor | None, Temperature, str, str]:
+    """Validate ``info_nce``'s inputs: ``(N, D)`` queries and keys, optional negatives."""
+    query = embeddings("query", query, 2, "(N, D)")
+    positive_key = embeddings("positive_key", positive_key, 2, "(N, D)")
+    if positive_key.shape != query.shape:
+        raise ValueError(
+            "query and positive_key must have the same shape (N, D), got "
+            f"{tuple(query.shape)} and {tuple(positive_key.shape)}"
+        )
+    mode = choice("negative_mode", negative_mode, ("unpaired", "paired"))
+    red = choice("reduction", reduction, ("mean", "sum", "none"))
+    n, d = query.shape
+    if negative_keys is not None:
+        if mode == "unpaired":
+            negative_keys = embeddings("negative_keys", negative_keys, 2, "(M, D) when unpaired")
+            same_size("negative_keys", negative_keys, 1, d, "D")
+        else:
+            negative_keys = embeddings("negative_keys", negative_keys, 3, "(N, M, D) when paired")
+            same_size("negative_keys", negative_keys, 0, n, "N")
+            same_size("negative_keys", negative_keys, 2, d, "D")
+    return query, positive_key, negative_keys, temperature(t), mode, red
+
+
+def margin_args(
+    x1: object, x2: object, same: object, margin: object, reduction: object
+) -> tuple[Tensor, Tensor, Tensor, float, str]:
+    """Validate ``margin_pair``'s inputs: two ``(N, D)`` embeddings and an ``(N,)`` 0/1 target."""
+    x1 = embeddings("x1", x1, 2, "(N, D)")
+    x2 = embeddings("x2", x2, 2, "(N, D)")
+    if x1.shape != x2.shape:
+        raise ValueError(
+            f"x1 and x2 must have the same shape (N, D), got {tuple(x1.shape)} and {tuple(x2.shape)}"
+        )
+    if not isinstance(same, Tensor):
+        raise ValueError(f"same must be a torch.Tensor of shape (N,), got {type(same).__name__}")
+    if same.ndim != 1 or same.shape[0] != x1.shape[0]:
+        raise ValueError(
+            f"same must have shape (N,) = ({x1.shape[0]},), got shape {tuple(same.shape)}"
+        )
+    if same.dtype != torch.bool:
+        if same.is_complex() or not bool(((same == 0) | (same == 1)).all()):
+            raise ValueError("same must be bool or hold only 0/1 values (1 = same class)")
+    if isinstance(margin, bool) or not isinstance(margin, int | float):
+        raise ValueError(f"margin must be a float, got {type(margin).__name__}")
+    m = float(margin)
+    if not 0.0 <= m < float("inf"):
+        raise ValueError(f"margin must be a finite number >= 0, got {m}")
+    return x1, x2, same, m, choice("reduction", reduction, ("mean", "sum", "none"))

@@ -1,0 +1,134 @@
+"""InfoNCE with in-batch, shared (unpaired) or per-sample (paired) negatives."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit.losses import _validate, reference
+from contrastkit.losses._common import as_tensor_temperature, prepare
+from contrastkit.losses._validate import Temperature
+
+IMPLS = ("auto", "reference", "dense")
+
+
+def info_nce(
+    query: Tensor,
+    positive_key: Tensor,
+    negative_keys: Tensor | None = None,
+    temperature: Temperature = 0.1,
+    *,
+    negative_mode: str = "unpaired",
+    normalize: bool = True,
+    reduction: str = "mean",
+    impl: str = "auto",
+) -> Tensor:
+    r"""InfoNCE: cross-entropy of each query's positive key against its candidate keys.
+
+    .. math::
+        ℓ_i = -\log \frac{e^{q_i \cdot k_i / τ}}{\sum_{k \in K(i)} e^{q_i \cdot k / τ}}
+
+    K(i) is every positive key of the batch when ``negative_keys`` is None (the other samples'
+    keys are the negatives), else k_i together with the negatives: the same M keys for every
+    query (``negative_mode="unpaired"``) or the query's own M keys (``"paired"``).
+    Equal to ``info_nce.info_nce`` of info-nce-pytorch 0.1.4 (which always normalises).
+
+    Args:
+        query: Queries. Shape: (N, D).
+        positive_key: Row i is the positive key of ``query[i]``. Shape: (N, D).
+        negative_keys: None, or shared negatives of shape (M, D) (``"unpaired"``), or
+            per-query negatives of shape (N, M, D) (``"paired"``).
+        temperature: τ > 0, a float or a 0-dim tensor (learnable). Default 0.1.
+        negative_mode: ``"unpaired"`` or ``"paired"``; used when negatives are given.
+        normalize: L2-normalise queries and keys first. Default True.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-query losses, shape (N,)).
+        impl: ``"dense"``, ``"reference"`` (loop oracle) or ``"auto"``. Default ``"auto"``.
+
+    Returns:
+        A 0-dim tensor, or shape (N,) for ``reduction="none"`` (float64 for float64 inputs, else
+        float32).
+
+    Raises:
+        ValueError: on wrong shapes, N/D mismatch between query and keys, empty or non-finite
+            input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``.
+
+    Reference: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive
+    Coding", 2018, eq. 4.
+    """
+    query, positive_key, negative_keys, temperature, negative_mode, reduction = (
+        _validate.info_nce_args(
+            query, positive_key, negative_keys, temperature, negative_mode, reduction
+        )
+    )
+    impl = _validate.choice("impl", impl, IMPLS)
+    if impl == "reference":
+        return reference.info_nce(
+            query,
+            positive_key,
+            negative_keys,
+            temperature,
+            negative_mode=negative_mode,
+            normalize=normalize,
+            reduction=reduction,
+        )
+    q = prepare(query, normalize)
+    k = prepare(positive_key, normalize, q.dtype)
+    tau = as_tensor_temperature(temperature, q)
+    if negative_keys is None:
+        logits = q @ k.T  # (N, N); the positive of row i is column i
+        target = torch.arange(q.shape[0], device=q.device)
+    else:
+        neg = prepare(negative_keys, normalize, q.dtype)
+        if negative_mode == "unpaired":
+            negative_logits = q @ neg.T  # (N, M)
+        else:
+            negative_logits = torch.einsum("nd,nmd->nm", q, neg)  # (N, M)
+        positive_logits = (q * k).sum(1, keepdim=True)  # (N, 1)
+        logits = torch.cat([positive_logits, negative_logits], dim=1)  # (N, 1 + M)
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits / tau, target, reduction=reduction)
+
+
+class InfoNCELoss(nn.Module):
+    """Module form of :func:`info_nce`: stores the hyperparameters, validates them once."""
+
+    def __init__(
+        self,
+        temperature: Temperature = 0.1,
+        *,
+        negative_mode: str = "unpaired",
+        normalize: bool = True,
+        reduction: str = "mean",
+        impl: str = "auto",
+    ):
+        super().__init__()
+        self.temperature = _validate.temperature(temperature)
+        self.negative_mode = _validate.choice(
+            "negative_mode", negative_mode, ("unpaired", "paired")
+        )
+        self.normalize = normalize
+        self.reduction = _validate.choice("reduction", reduction, ("mean", "sum", "none"))
+        self.impl = _validate.choice("impl", impl, IMPLS)
+
+    def forward(
+        self, query: Tensor, positive_key: Tensor, negative_keys: Tensor | None = None
+    ) -> Tensor:
+        """Compute the loss; see :func:`info_nce`."""
+        return info_nce(
+            query,
+            positive_key,
+            negative_keys,
+            self.temperature,
+            negative_mode=self.negative_mode,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        """Hyperparameters shown by ``print(module)``."""
+        return (
+            f"temperature={self.temperature}, negative_mode={self.negative_mode!r}, "
+            f"reduction={self.reduction!r}, impl={self.impl!r}"
+        )

@@ -1,0 +1,86 @@
+"""NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.losses import _validate, reference
+from contrastkit.losses._common import as_tensor_temperature, prepare
+from contrastkit.losses._validate import Temperature
+
+IMPLS = ("auto", "reference", "dense")
+
+
+def nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: Temperature = 0.5,
+    *,
+    normalize: bool = True,
+    impl: str = "auto",
+) -> Tensor:
+    r"""NT-Xent loss of SimCLR over the 2N views of N samples.
+
+    .. math::
+        ℓ_i = -\log \frac{e^{s_{i,p(i)}/τ}}{\sum_{a \ne i} e^{s_{ia}/τ}}, \qquad
+        L = \frac{1}{2N} \sum_{i=1}^{2N} ℓ_i
+
+    with z = [z1; z2] (2N rows), s_ij = z_i · z_j on L2-normalised rows, p(i) the other view of
+    sample i. The positive stays in the denominator (2N − 1 terms). For N = 1 every denominator
+    holds only the positive and the loss is 0.
+
+    Args:
+        z1: First view. Shape: (N, D).
+        z2: Second view, row i the same sample as ``z1[i]``. Shape: (N, D).
+        temperature: τ > 0, a float or a 0-dim tensor (learnable: it receives a gradient).
+            Default 0.5 (SimCLR).
+        normalize: L2-normalise rows first (cosine similarity). Default True.
+        impl: ``"dense"`` (vectorised, builds the 2N × 2N matrix), ``"reference"`` (the loop
+            oracle) or ``"auto"`` (the fastest exact one). Default ``"auto"``.
+
+    Returns:
+        The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
+
+    Raises:
+        ValueError: on wrong shapes, N/D mismatch, empty or non-finite input, τ ≤ 0, unknown impl.
+
+    Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of
+    Visual Representations", ICML 2020, Algorithm 1.
+    """
+    z1, z2, temperature = _validate.ntxent_args(z1, z2, temperature)
+    impl = _validate.choice("impl", impl, IMPLS)
+    if impl == "reference":
+        return reference.nt_xent(z1, z2, temperature, normalize=normalize)
+    return _nt_xent_dense(z1, z2, temperature, normalize)
+
+
+def _nt_xent_dense(z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool) -> Tensor:
+    n = z1.shape[0]
+    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D)
+    logits = z @ z.T / as_tensor_temperature(temperature, z)  # (2N, 2N)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    # the log-sum-exp shift (inside torch.logsumexp) then ignores the self-similarity
+    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # (2N,)
+    positive = torch.arange(2 * n, device=z.device).roll(n)  # p(i) = i + N mod 2N
+    return (log_denominator - logits.gather(1, positive[:, None]).squeeze(1)).mean()
+
+
+class NTXentLoss(nn.Module):
+    """Module form of :func:`nt_xent`: stores the hyperparameters, validates them once."""
+
+    def __init__(
+        self, temperature: Temperature = 0.5, *, normalize: bool = True, impl: str = "auto"
+    ):
+        super().__init__()
+        self.temperature = _validate.temperature(temperature)
+        self.normalize = normalize
+        self.impl = _validate.choice("impl", impl, IMPLS)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        """Compute the loss; see :func:`nt_xent`."""
+        return nt_xent(z1, z2, self.temperature, normalize=self.normalize, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        """Hyperparameters shown by ``print(module)``."""
+        return f"temperature={self.temperature}, normalize={self.normalize}, impl={self.impl!r}"

@@ -1,0 +1,151 @@
+"""Supervised contrastive loss (SupCon, L_out), any number of views, with or without labels."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.losses import _validate, reference
+from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
+from contrastkit.losses._validate import Temperature
+
+IMPLS = ("auto", "reference", "dense")
+
+
+def supcon(
+    features: Tensor,
+    labels: Tensor | None = None,
+    temperature: Temperature = 0.07,
+    *,
+    base_temperature: Temperature | None = None,
+    contrast_mode: str = "all",
+    normalize: bool = True,
+    impl: str = "auto",
+) -> Tensor:
+    r"""Supervised contrastive loss L_out of Khosla et al. (eq. 2).
+
+    .. math::
+        ℓ_i = -\frac{τ}{τ_b} \frac{1}{|P(i)|} \sum_{p \in P(i)}
+              \log \frac{e^{s_{ip}/τ}}{\sum_{a \in A(i)} e^{s_{ia}/τ}}, \qquad
+        L = \frac{1}{|I^+|} \sum_{i \in I^+} ℓ_i
+
+    over the N·V views, s_ij = z_i · z_j on L2-normalised rows. A(i) is every view except i
+    itself; P(i) ⊂ A(i) the views whose sample has the label of i (with ``labels=None``, the
+    other views of the same sample: SimCLR's NT-Xent generalised to V views). Other positives
+    stay in the denominator. I⁺ is the set of anchors with at least one positive: an anchor
+    without one (a label seen once with V = 1) is left out of the mean; if no anchor has one,
+    the loss is 0 (with a graph, so backward works) and a ``UserWarning`` says so.
+    With V = 2, ``labels=None`` and ``base_temperature=None`` this equals :func:`nt_xent`.
+
+    Args:
+        features: V views of N samples. Shape: (N, V, D), V ≥ 1.
+        labels: Integer class of each sample, or None (each sample its own class, needs V ≥ 2).
+            Shape: (N,).
+        temperature: τ > 0, a float or a 0-dim tensor (learnable). Default 0.07.
+        base_temperature: τ_b; the loss is scaled by τ/τ_b. Default None means τ_b = τ (no
+            rescale; HobbitLong's fixed 0.07 silently rescales the loss when τ ≠ 0.07).
+        contrast_mode: ``"all"``: every view is an anchor; ``"one"``: only view 0 of each sample
+            is an anchor, all N·V views are contrasts. Default ``"all"``.
+        normalize: L2-normalise the features first. Default True.
+        impl: ``"dense"`` (vectorised, (N·V)² matrix), ``"reference"`` (loop oracle) or
+            ``"auto"``. Default ``"auto"``.
+
+    Returns:
+        The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
+
+    Raises:
+        ValueError: on wrong shapes, labels not (N,) integers, V = 1 without labels, empty or
+            non-finite input, τ ≤ 0, unknown ``contrast_mode`` or ``impl``.
+
+    Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
+    """
+    features, labels, temperature, base_temperature, contrast_mode = _validate.supcon_args(
+        features, labels, temperature, base_temperature, contrast_mode
+    )
+    impl = _validate.choice("impl", impl, IMPLS)
+    if impl == "reference":
+        return reference.supcon(
+            features,
+            labels,
+            temperature,
+            base_temperature=base_temperature,
+            contrast_mode=contrast_mode,
+            normalize=normalize,
+        )
+    return _supcon_dense(features, labels, temperature, base_temperature, contrast_mode, normalize)
+
+
+def _supcon_dense(
+    features: Tensor,
+    labels: Tensor | None,
+    temperature: Temperature,
+    base_temperature: Temperature | None,
+    contrast_mode: str,
+    normalize: bool,
+) -> Tensor:
+    n, v, d = features.shape
+    z = prepare(features, normalize)
+    contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
+    anchor = contrast[:n] if contrast_mode == "one" else contrast  # (A, D); anchor a is row a
+    tau = as_tensor_temperature(temperature, z)
+    classes = torch.arange(n, device=z.device) if labels is None else labels.to(z.device)
+    classes = classes.repeat(v)  # (V·N,)
+    num_anchors = anchor.shape[0]
+    self_mask = torch.eye(num_anchors, v * n, dtype=torch.bool, device=z.device)  # (A, V·N)
+    positive = (classes[:num_anchors, None] == classes[None, :]) & ~self_mask  # (A, V·N)
+    num_positives = positive.sum(1)  # (A,)
+    has_positive = num_positives > 0
+    if not bool(has_positive.any()):
+        return zero_loss(
+            features, temperature, reason="no anchor in the batch has a positive", dtype=z.dtype
+        )
+    logits = anchor @ contrast.T / tau  # (A, V·N)
+    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # (A,)
+    positive_logit_sum = (logits * positive).sum(1)  # (A,) Σ_{p∈P(i)} s_ip/τ
+    mean_log_prob = (
+        positive_logit_sum[has_positive] / num_positives[has_positive]
+        - (log_denominator[has_positive])
+    )
+    scale = 1.0 if base_temperature is None else tau / as_tensor_temperature(base_temperature, z)
+    return -scale * mean_log_prob.mean()
+
+
+class SupConLoss(nn.Module):
+    """Module form of :func:`supcon`: stores the hyperparameters, validates them once."""
+
+    def __init__(
+        self,
+        temperature: Temperature = 0.07,
+        *,
+        base_temperature: Temperature | None = None,
+        contrast_mode: str = "all",
+        normalize: bool = True,
+        impl: str = "auto",
+    ):
+        super().__init__()
+        self.temperature = _validate.temperature(temperature)
+        self.base_temperature = (
+            None if base_temperature is None else _validate.temperature(base_temperature)
+        )
+        self.contrast_mode = _validate.choice("contrast_mode", contrast_mode, ("all", "one"))
+        self.normalize = normalize
+        self.impl = _validate.choice("impl", impl, IMPLS)
+
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Compute the loss; see :func:`supcon`."""
+        return supcon(
+            features,
+            labels,
+            self.temperature,
+            base_temperature=self.base_temperature,
+            contrast_mode=self.contrast_mode,
+            normalize=self.normalize,
+            impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        """Hyperparameters shown by ``print(module)``."""
+        return (
+            f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
+            f"contrast_mode={self.contrast_mode!r}, impl={self.impl!r}"
+        )
