@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
+from contrastkit.losses._rows import row_log_probs
 from contrastkit.losses._validate import Temperature
 
 IMPLS = ("auto", "reference", "dense")
@@ -57,13 +58,10 @@ def nt_xent(
 
 def _nt_xent_dense(z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool) -> Tensor:
     n = z1.shape[0]
-    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D)
-    logits = z @ z.T / as_tensor_temperature(temperature, z)  # (2N, 2N)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    # the log-sum-exp shift (inside torch.logsumexp) then ignores the self-similarity
-    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # (2N,)
-    positive = torch.arange(2 * n, device=z.device).roll(n)  # p(i) = i + N mod 2N
-    return (log_denominator - logits.gather(1, positive[:, None]).squeeze(1)).mean()
+    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
+    index = torch.arange(2 * n, device=z.device)  # (2N,)
+    r, _ = row_log_probs(z, z, index % n, index % n, index, as_tensor_temperature(temperature, z))
+    return -r.mean()  # every anchor has exactly one positive
 
 
 class NTXentLoss(nn.Module):

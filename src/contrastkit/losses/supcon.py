@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
+from contrastkit.losses._rows import row_log_probs
 from contrastkit.losses._validate import Temperature
 
 IMPLS = ("auto", "reference", "dense")
@@ -90,24 +91,15 @@ def _supcon_dense(
     tau = as_tensor_temperature(temperature, z)
     classes = torch.arange(n, device=z.device) if labels is None else labels.to(z.device)
     classes = classes.repeat(v)  # (V·N,)
-    num_anchors = anchor.shape[0]
-    self_mask = torch.eye(num_anchors, v * n, dtype=torch.bool, device=z.device)  # (A, V·N)
-    positive = (classes[:num_anchors, None] == classes[None, :]) & ~self_mask  # (A, V·N)
-    num_positives = positive.sum(1)  # (A,)
+    index = torch.arange(anchor.shape[0], device=z.device)  # anchor a is contrast a
+    r, num_positives = row_log_probs(anchor, contrast, classes[: len(index)], classes, index, tau)
     has_positive = num_positives > 0
     if not bool(has_positive.any()):
         return zero_loss(
             features, temperature, reason="no anchor in the batch has a positive", dtype=z.dtype
         )
-    logits = anchor @ contrast.T / tau  # (A, V·N)
-    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # (A,)
-    positive_logit_sum = (logits * positive).sum(1)  # (A,) Σ_{p∈P(i)} s_ip/τ
-    mean_log_prob = (
-        positive_logit_sum[has_positive] / num_positives[has_positive]
-        - (log_denominator[has_positive])
-    )
     scale = 1.0 if base_temperature is None else tau / as_tensor_temperature(base_temperature, z)
-    return -scale * mean_log_prob.mean()
+    return -scale * r[has_positive].mean()
 
 
 class SupConLoss(nn.Module):
