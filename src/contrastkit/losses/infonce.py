@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastkit import distributed
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
+from contrastkit.losses._gathered import global_classes, rows_against_all
 from contrastkit.losses._validate import Temperature
 
 IMPLS = ("auto", "reference", "dense")
@@ -23,6 +25,7 @@ def info_nce(
     normalize: bool = True,
     reduction: str = "mean",
     impl: str = "auto",
+    gather: bool = False,
 ) -> Tensor:
     r"""InfoNCE: cross-entropy of each query's positive key against its candidate keys.
 
@@ -44,6 +47,13 @@ def info_nce(
         normalize: L2-normalise queries and keys first. Default True.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-query losses, shape (N,)).
         impl: ``"dense"``, ``"reference"`` (loop oracle) or ``"auto"``. Default ``"auto"``.
+        gather: In-batch negatives only. Under ``torchrun``, contrast this process's queries
+            against the positive keys of every process (see ``docs/distributed.md``). With
+            ``"mean"`` or ``"sum"`` the result is W × this process's share of the loss on the
+            concatenated batch, so that its mean over processes is that loss and DDP's gradient
+            average is its gradient; with ``"none"`` it is the (N_r,) losses of the local
+            queries. N_r may differ between processes. Unlaunched it changes nothing.
+            Default False.
 
     Returns:
         A 0-dim tensor, or shape (N,) for ``reduction="none"`` (float64 for float64 inputs, else
@@ -51,7 +61,8 @@ def info_nce(
 
     Raises:
         ValueError: on wrong shapes, N/D mismatch between query and keys, empty or non-finite
-            input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``.
+            input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``; ``gather=True``
+            with ``impl="reference"`` or with ``negative_keys``.
 
     Reference: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive
     Coding", 2018, eq. 4.
@@ -62,6 +73,12 @@ def info_nce(
         )
     )
     impl = _validate.choice("impl", impl, IMPLS)
+    _validate.gather_impl(gather, impl)
+    if gather and negative_keys is not None:
+        raise ValueError(
+            "gather=True gathers the in-batch negatives; with explicit negative_keys there is "
+            "nothing to gather: pass negative_keys=None, or gather the negatives yourself"
+        )
     if impl == "reference":
         return reference.info_nce(
             query,
@@ -75,6 +92,8 @@ def info_nce(
     q = prepare(query, normalize)
     k = prepare(positive_key, normalize, q.dtype)
     tau = as_tensor_temperature(temperature, q)
+    if gather:
+        return _info_nce_gathered(q, k, tau, reduction, "dense")
     if negative_keys is None:
         logits = q @ k.T  # (N, N); the positive of row i is column i
         target = torch.arange(q.shape[0], device=q.device)
@@ -90,6 +109,22 @@ def info_nce(
     return F.cross_entropy(logits / tau, target, reduction=reduction)
 
 
+def _info_nce_gathered(
+    q: Tensor, k: Tensor, tau: Tensor | float, reduction: str, impl: str
+) -> Tensor:
+    """In-batch InfoNCE of the local queries against the positive keys of every process."""
+    classes = global_classes(torch.arange(q.shape[0], device=q.device), True)  # (N,)
+    no_self = torch.full_like(classes, -1)  # a query is not among the keys: k_i stays in A(i)
+    r, _ = rows_against_all(q, k, classes, classes, no_self, tau, impl=impl, gather=True)
+    if reduction == "none":
+        return -r  # (N,)
+    world = distributed.world_size()
+    if reduction == "sum":
+        return -world * r.sum()
+    total = int(distributed.all_reduce(torch.tensor(q.shape[0], device=q.device)))
+    return -(world / total) * r.sum()
+
+
 class InfoNCELoss(nn.Module):
     """Module form of :func:`info_nce`: stores the hyperparameters, validates them once."""
 
@@ -101,6 +136,7 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         reduction: str = "mean",
         impl: str = "auto",
+        gather: bool = False,
     ):
         super().__init__()
         self.temperature = _validate.temperature(temperature)
@@ -110,6 +146,8 @@ class InfoNCELoss(nn.Module):
         self.normalize = normalize
         self.reduction = _validate.choice("reduction", reduction, ("mean", "sum", "none"))
         self.impl = _validate.choice("impl", impl, IMPLS)
+        _validate.gather_impl(gather, self.impl)
+        self.gather = gather
 
     def forward(
         self, query: Tensor, positive_key: Tensor, negative_keys: Tensor | None = None
@@ -124,11 +162,12 @@ class InfoNCELoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             impl=self.impl,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``print(module)``."""
         return (
             f"temperature={self.temperature}, negative_mode={self.negative_mode!r}, "
-            f"reduction={self.reduction!r}, impl={self.impl!r}"
+            f"reduction={self.reduction!r}, impl={self.impl!r}, gather={self.gather}"
         )

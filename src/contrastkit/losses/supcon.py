@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
-from contrastkit.losses._rows import row_log_probs
+from contrastkit.losses._gathered import global_classes, negative_mean, rows_against_all
 from contrastkit.losses._validate import Temperature
 
 IMPLS = ("auto", "reference", "dense")
@@ -22,6 +22,7 @@ def supcon(
     contrast_mode: str = "all",
     normalize: bool = True,
     impl: str = "auto",
+    gather: bool = False,
 ) -> Tensor:
     r"""Supervised contrastive loss L_out of Khosla et al. (eq. 2).
 
@@ -50,13 +51,19 @@ def supcon(
         normalize: L2-normalise the features first. Default True.
         impl: ``"dense"`` (vectorised, (N·V)² matrix), ``"reference"`` (loop oracle) or
             ``"auto"``. Default ``"auto"``.
+        gather: Under ``torchrun``, contrast this process's anchors against the N·V views of
+            every process, labels gathered with them (see ``docs/distributed.md``): the result
+            is W × this process's share of the loss on the concatenated batch, so that its mean
+            over processes is that loss and DDP's gradient average is its gradient. N may differ
+            between processes; V and D may not. Unlaunched it changes nothing. Default False.
 
     Returns:
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
 
     Raises:
         ValueError: on wrong shapes, labels not (N,) integers, V = 1 without labels, empty or
-            non-finite input, τ ≤ 0, unknown ``contrast_mode`` or ``impl``.
+            non-finite input, τ ≤ 0, unknown ``contrast_mode`` or ``impl``, ``gather=True`` with
+            ``impl="reference"``.
 
     Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
     """
@@ -64,6 +71,7 @@ def supcon(
         features, labels, temperature, base_temperature, contrast_mode
     )
     impl = _validate.choice("impl", impl, IMPLS)
+    _validate.gather_impl(gather, impl)
     if impl == "reference":
         return reference.supcon(
             features,
@@ -73,33 +81,42 @@ def supcon(
             contrast_mode=contrast_mode,
             normalize=normalize,
         )
-    return _supcon_dense(features, labels, temperature, base_temperature, contrast_mode, normalize)
+    return _supcon_rows(
+        features, labels, temperature, base_temperature, contrast_mode, normalize, "dense", gather
+    )
 
 
-def _supcon_dense(
+def _supcon_rows(
     features: Tensor,
     labels: Tensor | None,
     temperature: Temperature,
     base_temperature: Temperature | None,
     contrast_mode: str,
     normalize: bool,
+    impl: str,
+    gather: bool,
 ) -> Tensor:
     n, v, d = features.shape
     z = prepare(features, normalize)
     contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
     anchor = contrast[:n] if contrast_mode == "one" else contrast  # (A, D); anchor a is row a
     tau = as_tensor_temperature(temperature, z)
-    classes = torch.arange(n, device=z.device) if labels is None else labels.to(z.device)
+    if labels is None:
+        classes = global_classes(torch.arange(n, device=z.device), gather)  # (N,)
+    else:
+        classes = labels.to(z.device)  # (N,)
     classes = classes.repeat(v)  # (V·N,)
     index = torch.arange(anchor.shape[0], device=z.device)  # anchor a is contrast a
-    r, num_positives = row_log_probs(anchor, contrast, classes[: len(index)], classes, index, tau)
-    has_positive = num_positives > 0
-    if not bool(has_positive.any()):
+    r, num_positives = rows_against_all(
+        anchor, contrast, classes[: len(index)], classes, index, tau, impl=impl, gather=gather
+    )
+    loss = negative_mean(r, num_positives, gather=gather)
+    if loss is None:
         return zero_loss(
             features, temperature, reason="no anchor in the batch has a positive", dtype=z.dtype
         )
     scale = 1.0 if base_temperature is None else tau / as_tensor_temperature(base_temperature, z)
-    return -scale * r[has_positive].mean()
+    return scale * loss
 
 
 class SupConLoss(nn.Module):
@@ -113,6 +130,7 @@ class SupConLoss(nn.Module):
         contrast_mode: str = "all",
         normalize: bool = True,
         impl: str = "auto",
+        gather: bool = False,
     ):
         super().__init__()
         self.temperature = _validate.temperature(temperature)
@@ -122,6 +140,8 @@ class SupConLoss(nn.Module):
         self.contrast_mode = _validate.choice("contrast_mode", contrast_mode, ("all", "one"))
         self.normalize = normalize
         self.impl = _validate.choice("impl", impl, IMPLS)
+        _validate.gather_impl(gather, self.impl)
+        self.gather = gather
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         """Compute the loss; see :func:`supcon`."""
@@ -133,11 +153,12 @@ class SupConLoss(nn.Module):
             contrast_mode=self.contrast_mode,
             normalize=self.normalize,
             impl=self.impl,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``print(module)``."""
         return (
             f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
-            f"contrast_mode={self.contrast_mode!r}, impl={self.impl!r}"
+            f"contrast_mode={self.contrast_mode!r}, impl={self.impl!r}, gather={self.gather}"
         )
