@@ -76,6 +76,32 @@ def test_gather_argument_errors() -> None:
         nt_xent(z, z, gather=1)  # type: ignore[arg-type]
 
 
+def test_init_from_env_unlaunched_resolves_the_device_only() -> None:
+    assert distributed.init_from_env("cpu", environ={}) == torch.device("cpu")
+    assert not distributed.is_distributed()
+    assert distributed.local_batch_size(7) == 7
+
+
+def test_init_from_env_rejects_a_partial_launch() -> None:
+    env = {"RANK": "0", "WORLD_SIZE": "2"}
+    with pytest.raises(ValueError, match=r"LOCAL_RANK, MASTER_ADDR, MASTER_PORT missing.*torchrun"):
+        distributed.init_from_env("cpu", environ=env)
+    full = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "x",
+        "MASTER_ADDR": "h",
+        "MASTER_PORT": "1",
+    }
+    with pytest.raises(ValueError, match="must be integers"):
+        distributed.init_from_env("cpu", environ=full)
+    with pytest.raises(ValueError, match="inconsistent launch"):
+        distributed.init_from_env("cpu", environ={**full, "WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(ValueError, match="device must be"):
+        distributed.init_from_env("tpu", environ={})
+    assert not distributed.is_distributed()
+
+
 # --- W = 2 on gloo: the worker side ------------------------------------------------------------
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor | None, torch.Tensor, bool], torch.Tensor]
@@ -286,6 +312,15 @@ def _ddp_case() -> dict[str, float]:
     )
 
 
+def _batch_case() -> dict[str, float]:
+    try:
+        distributed.local_batch_size(7)
+        raised = 0.0
+    except ValueError as e:
+        raised = float("not divisible by the 2 processes" in str(e) and "such as 6 or 8" in str(e))
+    return _max_over_ranks({"local": float(distributed.local_batch_size(8)), "raised": raised})
+
+
 def _mismatch_case() -> dict[str, float]:
     x = torch.zeros(2, 3 + dist.get_rank())
     try:
@@ -317,6 +352,7 @@ OTHER_CASES: dict[str, Callable[[], dict[str, float]]] = {
     "plain_gather_loss": _plain_gather_loss_case,
     "mismatch": _mismatch_case,
     "ddp": _ddp_case,
+    "batch": _batch_case,
 }
 
 
@@ -405,6 +441,11 @@ def test_ddp_parameters_get_the_full_batch_gradient(results: dict[str, dict[str,
     got = results["ddp"]
     assert got["grad"] < 1e-9, got
     assert got["temperature_grad_size"] > 1e-3, got
+
+
+@pytest.mark.distributed
+def test_local_batch_size_splits_or_says_why_not(results: dict[str, dict[str, float]]) -> None:
+    assert results["batch"] == {"local": 4.0, "raised": 1.0}
 
 
 @pytest.mark.distributed

@@ -20,6 +20,9 @@ dimensions and the dtype must agree; otherwise a ``ValueError`` names every proc
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -27,15 +30,28 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = [
+    "LAUNCH_VARIABLES",
     "all_gather",
     "all_reduce",
     "gather_with_grad",
+    "init_from_env",
     "is_distributed",
     "is_main",
+    "local_batch_size",
     "rank",
     "row_counts",
+    "shutdown",
     "world_size",
 ]
+
+#: The environment ``torchrun`` gives every process; all or none must be set.
+LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+_LAUNCH_HINT = (
+    "start several processes with torchrun, e.g. "
+    "`torchrun --nproc-per-node=2 -m contrastkit pretrain ...`, or run plain `contrastkit ...` "
+    "for one process"
+)
 
 
 def is_distributed() -> bool:
@@ -229,3 +245,111 @@ def all_reduce(x: Tensor, op: str = "sum") -> Tensor:
         if op == "mean":
             out = out / world_size()
     return out
+
+
+# --- launching: one call at the start of a command, one at the end ---------------------------
+
+
+def init_from_env(
+    device: str = "auto",
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout: timedelta = timedelta(minutes=30),
+) -> torch.device:
+    """Join the process group ``torchrun`` describes, or stay a single process; pick the device.
+
+    Without any of :data:`LAUNCH_VARIABLES` in the environment this is a single process and only
+    the device is resolved. Under ``torchrun`` (all of them set) each process takes
+    ``cuda:LOCAL_RANK`` and the nccl backend when it uses CUDA, else the CPU and gloo, and joins
+    the default process group (rendezvous through ``MASTER_ADDR:MASTER_PORT``). Calling it again
+    in a process that already joined only resolves the device.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+        environ: The environment to read; ``os.environ`` when None.
+        timeout: How long collectives (and the rendezvous) wait for the other processes.
+
+    Returns:
+        This process's device.
+
+    Raises:
+        ValueError: some but not all launch variables are set, they are not integers, the rank
+            is out of range, ``device`` is unknown, or CUDA is asked for but this process has no
+            GPU (``LOCAL_RANK`` ≥ the number of visible GPUs).
+    """
+    env = os.environ if environ is None else environ
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    present = [v for v in LAUNCH_VARIABLES if v in env]
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if not present:
+        return torch.device("cuda" if use_cuda else "cpu")
+    missing = [v for v in LAUNCH_VARIABLES if v not in env]
+    if missing:
+        raise ValueError(
+            f"incomplete distributed launch: {', '.join(present)} set but {', '.join(missing)} "
+            f"missing; {_LAUNCH_HINT}"
+        )
+    try:
+        global_rank, local_rank, world = (int(env[v]) for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+        int(env["MASTER_PORT"])
+    except ValueError:
+        values = ", ".join(f"{v}={env[v]!r}" for v in LAUNCH_VARIABLES)
+        raise ValueError(f"launch variables must be integers where numeric: {values}") from None
+    if not (world >= 1 and 0 <= global_rank < world and local_rank >= 0):
+        raise ValueError(
+            f"inconsistent launch: RANK={global_rank}, LOCAL_RANK={local_rank}, WORLD_SIZE={world}"
+        )
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: "
+                "use --nproc-per-node at most the number of GPUs per machine"
+            )
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
+    else:
+        chosen = torch.device("cpu")
+    if not is_distributed():
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo",
+            init_method="env://",
+            rank=global_rank,
+            world_size=world,
+            timeout=timeout,
+        )
+    return chosen
+
+
+def shutdown() -> None:
+    """Leave the process group if this process joined one (no-op otherwise)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def local_batch_size(global_batch: int) -> int:
+    """Split a global batch evenly over the processes.
+
+    ``--batch-size`` is the batch the loss sees, the same whether one process or W run it; each
+    process loads ``global_batch / W`` samples per step.
+
+    Args:
+        global_batch: Samples per optimisation step over all processes.
+
+    Returns:
+        ``global_batch // world_size()``.
+
+    Raises:
+        ValueError: if W does not divide ``global_batch``.
+    """
+    world = world_size()
+    if global_batch % world:
+        lower, upper = global_batch // world * world, -(-global_batch // world) * world
+        raise ValueError(
+            f"batch size {global_batch} is not divisible by the {world} processes (WORLD_SIZE); "
+            f"use a multiple of {world} such as {lower or upper} or {upper}, or another "
+            "--nproc-per-node"
+        )
+    return global_batch // world

@@ -20,6 +20,7 @@ Unlaunched (W = 1) the gathers are the identity and the result is the single-pro
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,10 +28,13 @@ from torch import Tensor
 from contrastkit import distributed
 from contrastkit.losses._rows import row_log_probs
 
-RowFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | float], tuple[Tensor, Tensor]]
+#: ``(anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, **options)
+#: -> (r, num_positives)``, the contract of :func:`contrastkit.losses._rows.row_log_probs`.
+RowFn = Callable[..., tuple[Tensor, Tensor]]
 
 # The one dispatch point from an ``impl`` name to a rows core, used by the single-process and the
-# gathered paths alike. The tiled core (branch ``tiled``) registers here as "tiled".
+# gathered paths alike. DISPATCH: the tiled core (branch ``tiled``) registers here as
+# ``"tiled": row_log_probs_tiled`` (its ``tile_size`` arrives through ``**options``).
 ROW_IMPLS: dict[str, RowFn] = {"dense": row_log_probs}
 
 
@@ -44,6 +48,7 @@ def rows_against_all(
     *,
     impl: str,
     gather: bool,
+    **options: Any,
 ) -> tuple[Tensor, Tensor]:
     """r_i of the local anchors against the local (or, with ``gather``, all processes') contrasts.
 
@@ -57,6 +62,7 @@ def rows_against_all(
         temperature: τ, a float or a 0-dim tensor.
         impl: A key of :data:`ROW_IMPLS` (``"dense"``, ``"tiled"`` once registered).
         gather: Contrast against the gathered contrasts of every process.
+        **options: Passed to the rows core (e.g. ``tile_size`` for ``"tiled"``).
 
     Returns:
         ``(r, num_positives)``, both (A,), as :func:`contrastkit.losses._rows.row_log_probs`.
@@ -68,7 +74,7 @@ def rows_against_all(
         contrast_classes = distributed.all_gather(contrast_classes, counts=counts)  # (M,)
         self_index = torch.where(self_index >= 0, self_index + offset, self_index)
     return ROW_IMPLS[impl](
-        anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature
+        anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, **options
     )
 
 
