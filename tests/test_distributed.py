@@ -25,7 +25,13 @@ from contrastkit.losses import info_nce, nt_xent, supcon
 from contrastkit.losses._gathered import ROW_IMPLS
 
 WORLD = 2
-GATHER_IMPLS = tuple(i for i in ("dense", "tiled") if i in ROW_IMPLS)
+# the gathered loss in each rows core; the single process it is compared with is always dense.
+# A small tile makes the tiled core walk several tiles even at these batch sizes.
+IMPL_OPTIONS: dict[str, dict[str, Any]] = {
+    "dense": {"impl": "dense"},
+    "tiled": {"impl": "tiled", "tile_size": 3},
+}
+assert set(IMPL_OPTIONS) == set(ROW_IMPLS)
 
 # --- unlaunched: rank 0 of 1 -------------------------------------------------------------------
 
@@ -162,14 +168,22 @@ def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def _ntxent_case(sizes: list[int], dtype: torch.dtype = torch.float64) -> dict[str, float]:
+def _options(gather: bool, impl: str) -> dict[str, Any]:
+    return {**IMPL_OPTIONS[impl], "gather": True} if gather else {"impl": "dense"}
+
+
+def _ntxent_case(
+    sizes: list[int], impl: str = "dense", dtype: torch.dtype = torch.float64
+) -> dict[str, float]:
     n = sum(sizes)
     z1, z2 = _randn(n, 8, seed=1, dtype=dtype), _randn(n, 8, seed=2, dtype=dtype)
-    return _compare(lambda t, _, tau, g: nt_xent(t[0], t[1], tau, gather=g), [z1, z2], None, sizes)
+    return _compare(
+        lambda t, _, tau, g: nt_xent(t[0], t[1], tau, **_options(g, impl)), [z1, z2], None, sizes
+    )
 
 
 def _supcon_case(
-    sizes: list[int], views: int, mode: str, labelled: bool, **kw: Any
+    sizes: list[int], views: int, mode: str, labelled: bool, impl: str, **kw: Any
 ) -> dict[str, float]:
     n = sum(sizes)
     features = _randn(n, views, 8, seed=3)
@@ -178,18 +192,20 @@ def _supcon_case(
     if labelled and views == 1:
         labels = torch.tensor([0, 1, 2, 0, 1, 2, 5, 3][:n])  # class 5: an anchor without positive
     return _compare(
-        lambda t, y, tau, g: supcon(t[0], y, tau, contrast_mode=mode, gather=g, **kw),
+        lambda t, y, tau, g: supcon(t[0], y, tau, contrast_mode=mode, **kw, **_options(g, impl)),
         [features],
         labels,
         sizes,
     )
 
 
-def _info_nce_case(sizes: list[int], reduction: str) -> dict[str, float]:
+def _info_nce_case(sizes: list[int], reduction: str, impl: str) -> dict[str, float]:
     n = sum(sizes)
     q, k = _randn(n, 8, seed=4), _randn(n, 8, seed=5)
     return _compare(
-        lambda t, _, tau, g: info_nce(t[0], t[1], temperature=tau, reduction=reduction, gather=g),
+        lambda t, _, tau, g: info_nce(
+            t[0], t[1], temperature=tau, reduction=reduction, **_options(g, impl)
+        ),
         [q, k],
         None,
         sizes,
@@ -331,20 +347,28 @@ def _mismatch_case() -> dict[str, float]:
     return _max_over_ranks({"raised": 0.0, "message_ok": 0.0})
 
 
-CASES: dict[str, Callable[[], dict[str, float]]] = {
-    "nt_xent/even": lambda: _ntxent_case([4, 4]),
-    "nt_xent/uneven": lambda: _ntxent_case([3, 5]),
-    "nt_xent/float32": lambda: _ntxent_case([4, 4], torch.float32),
-    "supcon/labels-V3-all": lambda: _supcon_case([4, 4], 3, "all", True),
-    "supcon/labels-V3-one": lambda: _supcon_case([4, 4], 3, "one", True),
-    "supcon/labels-V3-all-uneven": lambda: _supcon_case([5, 3], 3, "all", True),
-    "supcon/labels-V3-one-uneven": lambda: _supcon_case([5, 3], 3, "one", True),
-    "supcon/labels-V1-across-ranks": lambda: _supcon_case([4, 4], 1, "all", True),
-    "supcon/unlabelled-V2": lambda: _supcon_case([4, 4], 2, "all", False),
-    "supcon/base-temperature": lambda: _supcon_case([4, 4], 2, "all", True, base_temperature=0.07),
-    "info_nce/mean": lambda: _info_nce_case([4, 4], "mean"),
-    "info_nce/mean-uneven": lambda: _info_nce_case([2, 6], "mean"),
-    "info_nce/sum": lambda: _info_nce_case([4, 4], "sum"),
+def _loss_cases(impl: str) -> dict[str, Callable[[], dict[str, float]]]:
+    return {
+        "nt_xent/even": lambda: _ntxent_case([4, 4], impl),
+        "nt_xent/uneven": lambda: _ntxent_case([3, 5], impl),
+        "nt_xent/float32": lambda: _ntxent_case([4, 4], impl, torch.float32),
+        "supcon/labels-V3-all": lambda: _supcon_case([4, 4], 3, "all", True, impl),
+        "supcon/labels-V3-one": lambda: _supcon_case([4, 4], 3, "one", True, impl),
+        "supcon/labels-V3-all-uneven": lambda: _supcon_case([5, 3], 3, "all", True, impl),
+        "supcon/labels-V3-one-uneven": lambda: _supcon_case([5, 3], 3, "one", True, impl),
+        "supcon/labels-V1-across-ranks": lambda: _supcon_case([4, 4], 1, "all", True, impl),
+        "supcon/unlabelled-V2": lambda: _supcon_case([4, 4], 2, "all", False, impl),
+        "supcon/base-temperature": lambda: _supcon_case(
+            [4, 4], 2, "all", True, impl, base_temperature=0.07
+        ),
+        "info_nce/mean": lambda: _info_nce_case([4, 4], "mean", impl),
+        "info_nce/mean-uneven": lambda: _info_nce_case([2, 6], "mean", impl),
+        "info_nce/sum": lambda: _info_nce_case([4, 4], "sum", impl),
+    }
+
+
+CASES = {
+    f"{impl}/{name}": case for impl in IMPL_OPTIONS for name, case in _loss_cases(impl).items()
 }
 OTHER_CASES: dict[str, Callable[[], dict[str, float]]] = {
     "info_nce/none": lambda: _info_nce_none_case([3, 5]),

@@ -20,22 +20,40 @@ Unlaunched (W = 1) the gathers are the identity and the result is the single-pro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from contrastkit import distributed
 from contrastkit.losses._rows import row_log_probs
+from contrastkit.losses.tiled import auto_is_tiled, row_log_probs_tiled, self_row_log_probs_tiled
 
-#: ``(anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, **options)
+#: ``(anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature)
 #: -> (r, num_positives)``, the contract of :func:`contrastkit.losses._rows.row_log_probs`.
 RowFn = Callable[..., tuple[Tensor, Tensor]]
 
-# The one dispatch point from an ``impl`` name to a rows core, used by the single-process and the
-# gathered paths alike. DISPATCH: the tiled core (branch ``tiled``) registers here as
-# ``"tiled": row_log_probs_tiled`` (its ``tile_size`` arrives through ``**options``).
-ROW_IMPLS: dict[str, RowFn] = {"dense": row_log_probs}
+#: The rectangular rows cores by ``impl`` name: the one dispatch point of the single-process and
+#: the gathered paths alike.
+ROW_IMPLS: dict[str, RowFn] = {"dense": row_log_probs, "tiled": row_log_probs_tiled}
+
+
+def resolve_impl(impl: str, anchors: int, contrasts: int, *, gather: bool) -> str:
+    """Turn ``impl="auto"`` into ``"dense"`` or ``"tiled"`` by the size of the logit matrix.
+
+    Args:
+        impl: ``"auto"``, ``"dense"`` or ``"tiled"``.
+        anchors: This process's anchors A.
+        contrasts: This process's contrasts C; with ``gather``, W·C approximates the gathered M.
+        gather: Whether the contrasts are gathered from every process.
+
+    Returns:
+        ``"dense"`` or ``"tiled"``.
+    """
+    if impl != "auto":
+        return impl
+    if gather:
+        contrasts *= distributed.world_size()
+    return "tiled" if auto_is_tiled(anchors, contrasts) else "dense"
 
 
 def rows_against_all(
@@ -48,7 +66,8 @@ def rows_against_all(
     *,
     impl: str,
     gather: bool,
-    **options: Any,
+    symmetric: bool = False,
+    tile_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """r_i of the local anchors against the local (or, with ``gather``, all processes') contrasts.
 
@@ -60,9 +79,11 @@ def rows_against_all(
         contrast_classes: Class of each contrast. Shape: (C,).
         self_index: Column of each anchor among the local contrasts, −1 if none. Shape: (A,).
         temperature: τ, a float or a 0-dim tensor.
-        impl: A key of :data:`ROW_IMPLS` (``"dense"``, ``"tiled"`` once registered).
+        impl: A key of :data:`ROW_IMPLS`: ``"dense"`` or ``"tiled"``.
         gather: Contrast against the gathered contrasts of every process.
-        **options: Passed to the rows core (e.g. ``tile_size`` for ``"tiled"``).
+        symmetric: The anchors are the contrasts (``self_index = arange``); the tiled core then
+            takes its symmetric path when nothing is gathered (W = 1 or ``gather=False``).
+        tile_size: Tile edge of the tiled core; None for its default. Unused by ``"dense"``.
 
     Returns:
         ``(r, num_positives)``, both (A,), as :func:`contrastkit.losses._rows.row_log_probs`.
@@ -73,6 +94,11 @@ def rows_against_all(
         contrasts = distributed.gather_with_grad(contrasts, counts=counts)  # (M, D), M = Σ_r C_r
         contrast_classes = distributed.all_gather(contrast_classes, counts=counts)  # (M,)
         self_index = torch.where(self_index >= 0, self_index + offset, self_index)
+    elif symmetric and impl == "tiled":
+        return self_row_log_probs_tiled(
+            contrasts, contrast_classes, temperature, tile_size=tile_size
+        )
+    options = {"tile_size": tile_size} if impl == "tiled" else {}
     return ROW_IMPLS[impl](
         anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, **options
     )

@@ -9,10 +9,11 @@ from torch import Tensor, nn
 from contrastkit import distributed
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
-from contrastkit.losses._gathered import global_classes, rows_against_all
+from contrastkit.losses._gathered import global_classes, resolve_impl, rows_against_all
 from contrastkit.losses._validate import Temperature
+from contrastkit.losses.tiled import auto_is_tiled, tiled_log_sum_exp
 
-IMPLS = ("auto", "reference", "dense")
+IMPLS = ("auto", "reference", "dense", "tiled")
 
 
 def info_nce(
@@ -25,6 +26,7 @@ def info_nce(
     normalize: bool = True,
     reduction: str = "mean",
     impl: str = "auto",
+    tile_size: int | None = None,
     gather: bool = False,
 ) -> Tensor:
     r"""InfoNCE: cross-entropy of each query's positive key against its candidate keys.
@@ -46,7 +48,11 @@ def info_nce(
         negative_mode: ``"unpaired"`` or ``"paired"``; used when negatives are given.
         normalize: L2-normalise queries and keys first. Default True.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-query losses, shape (N,)).
-        impl: ``"dense"``, ``"reference"`` (loop oracle) or ``"auto"``. Default ``"auto"``.
+        impl: ``"dense"`` (the (N, N) or (N, 1 + M) logit matrix), ``"tiled"`` (O((N + M)·D)
+            memory, :mod:`contrastkit.losses.tiled`; paired negatives are already O(N·M) =
+            O(input / D) and use the dense formula), ``"reference"`` (loop oracle) or ``"auto"``
+            (dense for small batches, tiled from a measured size on). Default ``"auto"``.
+        tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
         gather: In-batch negatives only. Under ``torchrun``, contrast this process's queries
             against the positive keys of every process (see ``docs/distributed.md``). With
             ``"mean"`` or ``"sum"`` the result is W × this process's share of the loss on the
@@ -93,7 +99,22 @@ def info_nce(
     k = prepare(positive_key, normalize, q.dtype)
     tau = as_tensor_temperature(temperature, q)
     if gather:
-        return _info_nce_gathered(q, k, tau, reduction, "dense")
+        impl = resolve_impl(impl, q.shape[0], k.shape[0], gather=True)
+        return _info_nce_gathered(q, k, tau, reduction, impl, tile_size)
+    keys = q.shape[0] if negative_keys is None else negative_keys.shape[-2]
+    paired = negative_keys is not None and negative_mode == "paired"
+    if not paired and (impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys))):
+        positive_logits = (q * k).sum(1) / tau  # (N,)
+        if negative_keys is None:  # every key is in the denominator, the positive among them
+            log_denominator = tiled_log_sum_exp(q, k, None, tau, tile_size=tile_size)
+        else:
+            neg = prepare(negative_keys, normalize, q.dtype)  # (M, D)
+            negative_lse = tiled_log_sum_exp(q, neg, None, tau, tile_size=tile_size)  # (N,)
+            log_denominator = torch.logaddexp(positive_logits, negative_lse)
+        losses = log_denominator - positive_logits  # (N,)
+        if reduction == "none":
+            return losses
+        return losses.mean() if reduction == "mean" else losses.sum()
     if negative_keys is None:
         logits = q @ k.T  # (N, N); the positive of row i is column i
         target = torch.arange(q.shape[0], device=q.device)
@@ -110,12 +131,14 @@ def info_nce(
 
 
 def _info_nce_gathered(
-    q: Tensor, k: Tensor, tau: Tensor | float, reduction: str, impl: str
+    q: Tensor, k: Tensor, tau: Tensor | float, reduction: str, impl: str, tile_size: int | None
 ) -> Tensor:
     """In-batch InfoNCE of the local queries against the positive keys of every process."""
     classes = global_classes(torch.arange(q.shape[0], device=q.device), True)  # (N,)
     no_self = torch.full_like(classes, -1)  # a query is not among the keys: k_i stays in A(i)
-    r, _ = rows_against_all(q, k, classes, classes, no_self, tau, impl=impl, gather=True)
+    r, _ = rows_against_all(
+        q, k, classes, classes, no_self, tau, impl=impl, gather=True, tile_size=tile_size
+    )
     if reduction == "none":
         return -r  # (N,)
     world = distributed.world_size()
@@ -136,9 +159,11 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         reduction: str = "mean",
         impl: str = "auto",
+        tile_size: int | None = None,
         gather: bool = False,
     ):
         super().__init__()
+        self.tile_size = tile_size
         self.temperature = _validate.temperature(temperature)
         self.negative_mode = _validate.choice(
             "negative_mode", negative_mode, ("unpaired", "paired")
@@ -162,6 +187,7 @@ class InfoNCELoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             impl=self.impl,
+            tile_size=self.tile_size,
             gather=self.gather,
         )
 

@@ -7,10 +7,15 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
-from contrastkit.losses._gathered import global_classes, negative_mean, rows_against_all
+from contrastkit.losses._gathered import (
+    global_classes,
+    negative_mean,
+    resolve_impl,
+    rows_against_all,
+)
 from contrastkit.losses._validate import Temperature
 
-IMPLS = ("auto", "reference", "dense")
+IMPLS = ("auto", "reference", "dense", "tiled")
 
 
 def nt_xent(
@@ -20,6 +25,7 @@ def nt_xent(
     *,
     normalize: bool = True,
     impl: str = "auto",
+    tile_size: int | None = None,
     gather: bool = False,
 ) -> Tensor:
     r"""NT-Xent loss of SimCLR over the 2N views of N samples.
@@ -38,8 +44,10 @@ def nt_xent(
         temperature: τ > 0, a float or a 0-dim tensor (learnable: it receives a gradient).
             Default 0.5 (SimCLR).
         normalize: L2-normalise rows first (cosine similarity). Default True.
-        impl: ``"dense"`` (vectorised, builds the 2N × 2N matrix), ``"reference"`` (the loop
-            oracle) or ``"auto"`` (the fastest exact one). Default ``"auto"``.
+        impl: ``"dense"`` (vectorised, builds the 2N × 2N matrix), ``"tiled"`` (O(N·D) memory,
+            :mod:`contrastkit.losses.tiled`), ``"reference"`` (the loop oracle) or ``"auto"``
+            (dense for small batches, tiled from a measured size on). Default ``"auto"``.
+        tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
         gather: Under ``torchrun``, contrast this process's 2N_r views against the views of
             every process (see ``docs/distributed.md``): the result is W × this process's share
             of the loss on the concatenated batch, so that its mean over processes is that loss
@@ -61,19 +69,36 @@ def nt_xent(
     _validate.gather_impl(gather, impl)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
-    return _nt_xent_rows(z1, z2, temperature, normalize, "dense", gather)
+    impl = resolve_impl(impl, 2 * z1.shape[0], 2 * z1.shape[0], gather=gather)
+    return _nt_xent_rows(z1, z2, temperature, normalize, impl, tile_size, gather)
 
 
 def _nt_xent_rows(
-    z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool, impl: str, gather: bool
+    z1: Tensor,
+    z2: Tensor,
+    temperature: Temperature,
+    normalize: bool,
+    impl: str,
+    tile_size: int | None,
+    gather: bool,
 ) -> Tensor:
+    """Dense or tiled, local or gathered: only the rows core and the contrasts differ."""
     n = z1.shape[0]
     z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
     index = torch.arange(2 * n, device=z.device)  # (2N,)
     classes = global_classes(index % n, gather)  # (2N,)
     tau = as_tensor_temperature(temperature, z)
     r, num_positives = rows_against_all(
-        z, z, classes, classes, index, tau, impl=impl, gather=gather
+        z,
+        z,
+        classes,
+        classes,
+        index,
+        tau,
+        impl=impl,
+        gather=gather,
+        symmetric=True,
+        tile_size=tile_size,
     )
     loss = negative_mean(r, num_positives, gather=gather)
     assert loss is not None  # every anchor has exactly one positive
@@ -89,19 +114,27 @@ class NTXentLoss(nn.Module):
         *,
         normalize: bool = True,
         impl: str = "auto",
+        tile_size: int | None = None,
         gather: bool = False,
     ):
         super().__init__()
         self.temperature = _validate.temperature(temperature)
         self.normalize = normalize
         self.impl = _validate.choice("impl", impl, IMPLS)
+        self.tile_size = tile_size
         _validate.gather_impl(gather, self.impl)
         self.gather = gather
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         """Compute the loss; see :func:`nt_xent`."""
         return nt_xent(
-            z1, z2, self.temperature, normalize=self.normalize, impl=self.impl, gather=self.gather
+            z1,
+            z2,
+            self.temperature,
+            normalize=self.normalize,
+            impl=self.impl,
+            tile_size=self.tile_size,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:

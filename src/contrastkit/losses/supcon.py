@@ -7,10 +7,15 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
-from contrastkit.losses._gathered import global_classes, negative_mean, rows_against_all
+from contrastkit.losses._gathered import (
+    global_classes,
+    negative_mean,
+    resolve_impl,
+    rows_against_all,
+)
 from contrastkit.losses._validate import Temperature
 
-IMPLS = ("auto", "reference", "dense")
+IMPLS = ("auto", "reference", "dense", "tiled")
 
 
 def supcon(
@@ -22,6 +27,7 @@ def supcon(
     contrast_mode: str = "all",
     normalize: bool = True,
     impl: str = "auto",
+    tile_size: int | None = None,
     gather: bool = False,
 ) -> Tensor:
     r"""Supervised contrastive loss L_out of Khosla et al. (eq. 2).
@@ -49,8 +55,10 @@ def supcon(
         contrast_mode: ``"all"``: every view is an anchor; ``"one"``: only view 0 of each sample
             is an anchor, all N·V views are contrasts. Default ``"all"``.
         normalize: L2-normalise the features first. Default True.
-        impl: ``"dense"`` (vectorised, (N·V)² matrix), ``"reference"`` (loop oracle) or
-            ``"auto"``. Default ``"auto"``.
+        impl: ``"dense"`` (vectorised, (N·V)² matrix), ``"tiled"`` (O(N·V·D) memory,
+            :mod:`contrastkit.losses.tiled`), ``"reference"`` (loop oracle) or ``"auto"`` (dense
+            for small batches, tiled from a measured size on). Default ``"auto"``.
+        tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
         gather: Under ``torchrun``, contrast this process's anchors against the N·V views of
             every process, labels gathered with them (see ``docs/distributed.md``): the result
             is W × this process's share of the loss on the concatenated batch, so that its mean
@@ -81,8 +89,19 @@ def supcon(
             contrast_mode=contrast_mode,
             normalize=normalize,
         )
+    n, v, _ = features.shape
+    anchors = n if contrast_mode == "one" else n * v
+    impl = resolve_impl(impl, anchors, n * v, gather=gather)
     return _supcon_rows(
-        features, labels, temperature, base_temperature, contrast_mode, normalize, "dense", gather
+        features,
+        labels,
+        temperature,
+        base_temperature,
+        contrast_mode,
+        normalize,
+        impl,
+        tile_size,
+        gather,
     )
 
 
@@ -94,8 +113,10 @@ def _supcon_rows(
     contrast_mode: str,
     normalize: bool,
     impl: str,
+    tile_size: int | None,
     gather: bool,
 ) -> Tensor:
+    """Dense or tiled, local or gathered: only the rows core and the contrasts differ."""
     n, v, d = features.shape
     z = prepare(features, normalize)
     contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
@@ -108,7 +129,16 @@ def _supcon_rows(
     classes = classes.repeat(v)  # (V·N,)
     index = torch.arange(anchor.shape[0], device=z.device)  # anchor a is contrast a
     r, num_positives = rows_against_all(
-        anchor, contrast, classes[: len(index)], classes, index, tau, impl=impl, gather=gather
+        anchor,
+        contrast,
+        classes[: len(index)],
+        classes,
+        index,
+        tau,
+        impl=impl,
+        gather=gather,
+        symmetric=contrast_mode == "all",
+        tile_size=tile_size,
     )
     loss = negative_mean(r, num_positives, gather=gather)
     if loss is None:
@@ -130,9 +160,11 @@ class SupConLoss(nn.Module):
         contrast_mode: str = "all",
         normalize: bool = True,
         impl: str = "auto",
+        tile_size: int | None = None,
         gather: bool = False,
     ):
         super().__init__()
+        self.tile_size = tile_size
         self.temperature = _validate.temperature(temperature)
         self.base_temperature = (
             None if base_temperature is None else _validate.temperature(base_temperature)
@@ -153,6 +185,7 @@ class SupConLoss(nn.Module):
             contrast_mode=self.contrast_mode,
             normalize=self.normalize,
             impl=self.impl,
+            tile_size=self.tile_size,
             gather=self.gather,
         )
 
