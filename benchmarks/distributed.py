@@ -38,13 +38,9 @@ from contrastkit.losses._gathered import ROW_IMPLS
 
 
 def loss_fn(name: str, impl: str, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor):
-    if impl != "dense":  # the losses take the impl once the tiled branch wires it in
-        kw: dict[str, Any] = {"impl": impl}
-    else:
-        kw = {}
     if name == "nt_xent":
-        return nt_xent(z1, z2, 0.5, gather=True, **kw)
-    return supcon(torch.stack([z1, z2], 1), labels, 0.1, gather=True, **kw)  # (N, 2, D)
+        return nt_xent(z1, z2, 0.5, impl=impl, gather=True)
+    return supcon(torch.stack([z1, z2], 1), labels, 0.1, impl=impl, gather=True)  # (N, 2, D)
 
 
 def peak_allocated(run: Any) -> int:

@@ -21,28 +21,34 @@ dimensions and the dtype must agree; otherwise a ``ValueError`` names every proc
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "LAUNCH_VARIABLES",
     "all_gather",
     "all_reduce",
+    "barrier",
     "gather_with_grad",
     "init_from_env",
     "is_distributed",
     "is_main",
+    "launched",
     "local_batch_size",
+    "main_first",
     "rank",
     "row_counts",
     "shutdown",
     "world_size",
+    "wrap_model",
 ]
+
+T = TypeVar("T")
 
 #: The environment ``torchrun`` gives every process; all or none must be set.
 LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -250,6 +256,20 @@ def all_reduce(x: Tensor, op: str = "sum") -> Tensor:
 # --- launching: one call at the start of a command, one at the end ---------------------------
 
 
+def launched(environ: Mapping[str, str] | None = None) -> bool:
+    """Return True when any of :data:`LAUNCH_VARIABLES` is set (a launcher such as torchrun).
+
+    Args:
+        environ: The environment to read; ``os.environ`` when None.
+
+    Returns:
+        Whether :func:`init_from_env` would try to join a process group (or reject a partial
+        launch).
+    """
+    env = os.environ if environ is None else environ
+    return any(v in env for v in LAUNCH_VARIABLES)
+
+
 def init_from_env(
     device: str = "auto",
     *,
@@ -353,3 +373,74 @@ def local_batch_size(global_batch: int) -> int:
             "--nproc-per-node"
         )
     return global_batch // world
+
+
+def barrier() -> None:
+    """Wait for every process (no-op unlaunched)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def main_first(fn: Callable[[], T]) -> T | None:
+    """Run ``fn`` on the main process only; if it raises, raise the same error on every process.
+
+    For work only rank 0 may do (creating the run directory) whose failure must stop every
+    process at once instead of leaving the others waiting in the next collective.
+
+    Args:
+        fn: The work, without arguments.
+
+    Returns:
+        ``fn()`` on the main process, None on the others.
+
+    Raises:
+        Exception: whatever ``fn`` raised on the main process (re-raised everywhere).
+    """
+    result: T | None = None
+    error: BaseException | None = None
+    if is_main():
+        try:
+            result = fn()
+        except Exception as e:  # re-raised below, on every process
+            error = e
+    if world_size() > 1:
+        box: list[BaseException | None] = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise error
+    return result
+
+
+def wrap_model(model: nn.Module, device: torch.device, *, sync_bn: bool = False) -> nn.Module:
+    """Wrap a model for data-parallel training over the processes (identity unlaunched).
+
+    Under W > 1 the model is wrapped in ``DistributedDataParallel``, which broadcasts rank 0's
+    parameters and averages gradients over the processes; ``sync_bn`` first turns every
+    BatchNorm into a ``SyncBatchNorm`` (statistics over the global batch; CUDA only). Build the
+    optimiser from the parameters of ``model`` after this call when ``sync_bn`` is set (the
+    conversion creates new modules); keep using ``model`` itself, unwrapped, for evaluation and
+    checkpoints on a single process.
+
+    Args:
+        model: The network, already on ``device``.
+        device: This process's device (``cuda:LOCAL_RANK`` or the CPU).
+        sync_bn: Convert BatchNorm layers to SyncBatchNorm.
+
+    Returns:
+        The DDP-wrapped model, or ``model`` when W = 1.
+
+    Raises:
+        ValueError: ``sync_bn`` on a device other than CUDA.
+    """
+    if sync_bn and device.type != "cuda":
+        raise ValueError(
+            "--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); on the CPU use "
+            "--norm group for batch-independent normalisation"
+        )
+    if world_size() == 1:
+        return model
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
