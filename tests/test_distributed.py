@@ -108,6 +108,18 @@ def test_init_from_env_rejects_a_partial_launch() -> None:
     assert not distributed.is_distributed()
 
 
+def test_launched_wrap_and_main_first_unlaunched() -> None:
+    assert not distributed.launched({}) and distributed.launched({"RANK": "0"})
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap_model(model, torch.device("cpu")) is model
+    with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
+        distributed.wrap_model(model, torch.device("cpu"), sync_bn=True)
+    assert distributed.main_first(lambda: 7) == 7
+    with pytest.raises(KeyError, match="boom"):
+        distributed.main_first(lambda: {}["boom"])
+    distributed.barrier()
+
+
 # --- W = 2 on gloo: the worker side ------------------------------------------------------------
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor | None, torch.Tensor, bool], torch.Tensor]
@@ -337,6 +349,29 @@ def _batch_case() -> dict[str, float]:
     return _max_over_ranks({"local": float(distributed.local_batch_size(8)), "raised": raised})
 
 
+def _main_first_case() -> dict[str, float]:
+    """rank 0's failure is raised on every rank (instead of rank 1 waiting in a collective)."""
+    ran = []
+
+    def fails() -> int:
+        ran.append(dist.get_rank())
+        raise FileExistsError("run directory exists")
+
+    try:
+        distributed.main_first(fails)
+        raised = 0.0
+    except FileExistsError as e:
+        raised = float(str(e) == "run directory exists")
+    value = distributed.main_first(lambda: 5)
+    return _max_over_ranks(
+        {
+            "raised_everywhere": raised,
+            "ran_elsewhere": float(ran not in ([], [0])),
+            "value_on_rank_1": float(value is None) if dist.get_rank() == 1 else 1.0,
+        }
+    )
+
+
 def _mismatch_case() -> dict[str, float]:
     x = torch.zeros(2, 3 + dist.get_rank())
     try:
@@ -377,6 +412,7 @@ OTHER_CASES: dict[str, Callable[[], dict[str, float]]] = {
     "mismatch": _mismatch_case,
     "ddp": _ddp_case,
     "batch": _batch_case,
+    "main_first": _main_first_case,
 }
 
 
@@ -470,6 +506,15 @@ def test_ddp_parameters_get_the_full_batch_gradient(results: dict[str, dict[str,
 @pytest.mark.distributed
 def test_local_batch_size_splits_or_says_why_not(results: dict[str, dict[str, float]]) -> None:
     assert results["batch"] == {"local": 4.0, "raised": 1.0}
+
+
+@pytest.mark.distributed
+def test_main_first_raises_rank_0_error_on_every_rank(results: dict[str, dict[str, float]]) -> None:
+    assert results["main_first"] == {
+        "raised_everywhere": 1.0,
+        "ran_elsewhere": 0.0,
+        "value_on_rank_1": 1.0,
+    }
 
 
 @pytest.mark.distributed

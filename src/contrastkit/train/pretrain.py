@@ -292,10 +292,9 @@ def build_training_state(
         optimizer, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warmup)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    generators = {
-        "loader": torch.Generator().manual_seed(cfg.seed),
-        "augment": torch.Generator(device=device).manual_seed(cfg.seed + 1),
-    }
+    # the data order needs no generator (DistributedSampler: seed + epoch); the augmentation
+    # generator is reseeded per (seed, epoch, rank) at the start of every epoch
+    generators = {"augment": torch.Generator(device=device).manual_seed(cfg.seed + 1)}
     return TrainingState(encoder, head, network, optimizer, scheduler, scaler, generators)
 
 
