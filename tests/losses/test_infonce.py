@@ -30,7 +30,7 @@ def make_inputs(mode: str, n: int, m: int, d: int, seed: int, dtype=torch.float6
     ("mode", "n", "d", "tau", "reduction"),
     list(itertools.product(MODES, (1, 2, 5, 33), (1, 3, 64), (0.05, 0.5), ("mean", "sum", "none"))),
 )
-def test_dense_equals_reference(mode, n, d, tau, reduction, value_and_grads, close):
+def test_fast_impls_equal_reference(mode, n, d, tau, reduction, value_and_grads, close):
     query, key, negatives, negative_mode = make_inputs(mode, n, 7, d, seed=n + d)
     temperature = torch.tensor(tau, dtype=torch.float64, requires_grad=True)
     leaves = [query, key, temperature] + ([] if negatives is None else [negatives])
@@ -44,15 +44,17 @@ def test_dense_equals_reference(mode, n, d, tau, reduction, value_and_grads, clo
                 negative_mode=negative_mode,
                 reduction=reduction,
                 impl=impl,
+                **({"tile_size": 4} if impl == "tiled" else {}),
             ).sum(),
             *leaves,
         )
-        for impl in ("reference", "dense")
+        for impl in ("reference", "dense", "tiled")
     ]
-    (ref, ref_grads), (dense, dense_grads) = results
-    close(dense, ref, torch.float64)
-    for got, want in zip(dense_grads, ref_grads, strict=True):
-        close(got, want, torch.float64)
+    ref, ref_grads = results[0]
+    for value, grads in results[1:]:
+        close(value, ref, torch.float64)
+        for got, want in zip(grads, ref_grads, strict=True):
+            close(got, want, torch.float64)
 
 
 @pytest.mark.parametrize("impl", ["reference", "dense"])

@@ -14,7 +14,7 @@ from contrastkit.losses import NTXentLoss, nt_xent, reference
 @pytest.mark.parametrize(
     ("n", "d", "tau"), list(itertools.product((1, 2, 5, 33), (1, 3, 64), (0.05, 0.1, 0.5, 1.0)))
 )
-def test_dense_equals_reference(n, d, tau, value_and_grads, close):
+def test_fast_impls_equal_reference(n, d, tau, value_and_grads, close):
     gen = torch.Generator().manual_seed(n * 100 + d)
     z1, z2 = torch.randn(2, n, d, dtype=torch.float64, generator=gen)
     z1.requires_grad_()
@@ -23,12 +23,16 @@ def test_dense_equals_reference(n, d, tau, value_and_grads, close):
     ref, ref_grads = value_and_grads(
         lambda: nt_xent(z1, z2, temperature, impl="reference"), z1, z2, temperature
     )
-    dense, dense_grads = value_and_grads(
-        lambda: nt_xent(z1, z2, temperature, impl="dense"), z1, z2, temperature
-    )
-    close(dense, ref, torch.float64)
-    for got, want in zip(dense_grads, ref_grads, strict=True):
-        close(got, want, torch.float64)
+    for impl, options in (("dense", {}), ("tiled", {"tile_size": 8})):
+        value, grads = value_and_grads(
+            lambda impl=impl, options=options: nt_xent(z1, z2, temperature, impl=impl, **options),
+            z1,
+            z2,
+            temperature,
+        )
+        close(value, ref, torch.float64)
+        for got, want in zip(grads, ref_grads, strict=True):
+            close(got, want, torch.float64)
 
 
 def test_float32_agrees_with_float64_reference(close):

@@ -43,14 +43,16 @@ def grid() -> list[tuple[int, int, int, float, str, str]]:
 
 @pytest.mark.filterwarnings("ignore:loss is 0")
 @pytest.mark.parametrize(("n", "v", "d", "tau", "labels", "mode"), grid())
-def test_dense_equals_reference(n, v, d, tau, labels, mode, value_and_grads, close):
+def test_fast_impls_equal_reference(n, v, d, tau, labels, mode, value_and_grads, close):
     gen = torch.Generator().manual_seed(n * 1000 + v * 100 + d)
     features = torch.randn(n, v, d, dtype=torch.float64, generator=gen, requires_grad=True)
     temperature = torch.tensor(tau, dtype=torch.float64, requires_grad=True)
     y = make_labels(labels, n)
     base = None if (n + v) % 2 else 0.07  # alternate the τ/τ_b rescale through the grid
-    results = [
-        value_and_grads(
+    # tile 4: N·V up to 132 spans many tiles, with a remainder, and N·V < 4 sits inside one tile
+    options = {"reference": {}, "dense": {}, "tiled": {"tile_size": 4}}
+    results = {
+        impl: value_and_grads(
             lambda impl=impl: supcon(
                 features,
                 y,
@@ -58,22 +60,26 @@ def test_dense_equals_reference(n, v, d, tau, labels, mode, value_and_grads, clo
                 base_temperature=base,
                 contrast_mode=mode,
                 impl=impl,
+                **options[impl],
             ),
             features,
             temperature,
         )
-        for impl in ("reference", "dense")
-    ]
-    (ref, ref_grads), (dense, dense_grads) = results
-    assert torch.isfinite(dense)
-    close(dense, ref, torch.float64)
-    for got, want in zip(dense_grads, ref_grads, strict=True):
-        close(got, want, torch.float64)
+        for impl in options
+    }
+    ref, ref_grads = results["reference"]
+    for impl in ("dense", "tiled"):
+        value, grads = results[impl]
+        assert torch.isfinite(value), impl
+        close(value, ref, torch.float64)
+        for got, want in zip(grads, ref_grads, strict=True):
+            close(got, want, torch.float64)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("labels", LABELS[1:])
-def test_dense_equals_reference_float32(mode, labels, value_and_grads, close):
+@pytest.mark.parametrize("impl", ["dense", "tiled"])
+def test_fast_equals_reference_float32(impl, mode, labels, value_and_grads, close):
     gen = torch.Generator().manual_seed(7)
     features = torch.randn(12, 3, 16, generator=gen, requires_grad=True)
     y = make_labels(labels, 12)
@@ -81,7 +87,7 @@ def test_dense_equals_reference_float32(mode, labels, value_and_grads, close):
         lambda: supcon(features, y, 0.1, contrast_mode=mode, impl="reference"), features
     )
     dense, (dense_grad,) = value_and_grads(
-        lambda: supcon(features, y, 0.1, contrast_mode=mode, impl="dense"), features
+        lambda: supcon(features, y, 0.1, contrast_mode=mode, impl=impl), features
     )
     assert dense.dtype == torch.float32
     close(dense, ref, torch.float32)
