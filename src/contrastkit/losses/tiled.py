@@ -88,18 +88,26 @@ def _tile(tile_size: int | None) -> int:
     return t
 
 
-def _min_log_sum(dtype: torch.dtype) -> float:
-    """Log of the smallest fixed-shift row sum that keeps every lost (underflowed) term negligible.
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
 
-    A term below ``finfo.tiny`` is flushed; if the row sum is at least √tiny, each flushed term is
-    at most √tiny of it (≈1e-19 in float32), so even 10⁹ of them change nothing.
-    """
-    return 0.5 * math.log(torch.finfo(dtype).tiny)
+#: Smallest fixed-shift row sum that keeps every lost (underflowed) term negligible: a term below
+#: ``finfo.tiny`` is flushed; if the row sum is at least √tiny, each flushed term is at most √tiny
+#: of it (≈1e-19 in float32), so even 10⁹ of them change nothing.
+_MIN_SUM = {
+    dt: math.sqrt(torch.finfo(dt).tiny)
+    for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
 
 
 def _max_spread(dtype: torch.dtype) -> float:
     """Largest spread of per-row shifts whose exponentials e^{±spread/2} stay far from overflow."""
     return 0.5 * math.log(torch.finfo(dtype).max)  # ≈ 44 in float32, 354 in float64
+
+
+def _tile_buffer(flat: Tensor, rows: int, cols: int) -> Tensor:
+    """A contiguous (rows, cols) view of a preallocated flat buffer (one allocation per call)."""
+    return flat[: rows * cols].view(rows, cols)
 
 
 def _mask_self(s: Tensor, self_index: Tensor, start: int) -> None:
@@ -114,50 +122,88 @@ def _mask_self(s: Tensor, self_index: Tensor, start: int) -> None:
     s.scatter_(1, col, torch.where(inside[:, None], float("-inf"), current))
 
 
-def _rect_forward(q: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
-    """Row log-sum-exp of q @ k.T without the self column, by an online running max.
+def _rect_forward_online(q2: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
+    """Base-2 row log-sum-exp of q2 @ k.T without the self column, by an online running max.
 
-    Shape: q (A, D), k (C, D), self_index (A,) → (A,).
+    Safe for any scale; the fallback of the fixed-shift paths. Shape: q2 (A, D), k (C, D),
+    self_index (A,) → (A,), in log2 units.
     """
-    a, c = q.shape[0], k.shape[0]
-    out = torch.empty(a, dtype=q.dtype, device=q.device)
+    a, c = q2.shape[0], k.shape[0]
+    out = torch.empty(a, dtype=q2.dtype, device=q2.device)
+    flat = q2.new_empty(min(t, a) * min(t, c))
     for i0 in range(0, a, t):
-        qi = q[i0 : i0 + t]  # (TI, D)
+        qi = q2[i0 : i0 + t]  # (TI, D)
         si = self_index[i0 : i0 + t]  # (TI,)
-        m = torch.full((qi.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
+        m = torch.full((qi.shape[0],), float("-inf"), dtype=q2.dtype, device=q2.device)
         total = torch.zeros_like(m)
         for j0 in range(0, c, t):
-            s = qi @ k[j0 : j0 + t].T  # (TI, TJ)
+            kj = k[j0 : j0 + t]
+            s = torch.mm(qi, kj.T, out=_tile_buffer(flat, qi.shape[0], kj.shape[0]))  # (TI, TJ)
             _mask_self(s, si, j0)
             m_new = torch.maximum(m, s.amax(1))  # (TI,)
             shift = torch.where(torch.isfinite(m_new), m_new, 0.0)  # a fully masked row: 0
-            total.mul_(torch.exp(m - shift)).add_(s.sub_(shift[:, None]).exp_().sum(1))
+            total.mul_(torch.exp2(m - shift)).add_(s.sub_(shift[:, None]).exp2_().sum(1))
             m = m_new
-        out[i0 : i0 + t] = torch.where(torch.isfinite(m), m, 0.0) + total.log()
+        out[i0 : i0 + t] = torch.where(torch.isfinite(m), m, 0.0) + total.log2()
     return out
 
 
-def _rect_backward(
-    q: Tensor, k: Tensor, self_index: Tensor, lse: Tensor, grad: Tensor, t: int
-) -> tuple[Tensor, Tensor]:
-    """Gradients of Σ_i g_i lse_i with respect to q and k, recomputing each tile.
+def _rect_forward(q2: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
+    """Base-2 row log-sum-exp of q2 @ k.T without the self column.
 
-    P_ic = exp(q_i·k_c − lse_i) comes from one GEMM with the shift as an extra column, so it never
-    overflows; g_i scales the (TI, D) results, not the tile. Shape: q (A, D), k (C, D) → same.
+    Shift: the Cauchy-Schwarz bound b_i = |q2_i|·max_c |k_c| ≥ every logit of row i, folded into
+    the GEMM as an extra column, so a tile costs one GEMM, one ``exp2`` and one row sum, and never
+    overflows. Rows whose shifted sum is too small to be exact (the bound far above the row's
+    largest logit: tiny τ, unequal norms) are redone by the online running max.
+    Shape: q2 (A, D), k (C, D), self_index (A,) → (A,), in log2 units.
     """
-    finite = torch.where(torch.isfinite(lse), lse, 0.0)  # rows with no contrast: no terms anyway
-    qa = torch.cat([q, -finite[:, None]], dim=1)  # (A, D + 1): q_i·k_c − lse_i in one GEMM
+    a, c = q2.shape[0], k.shape[0]
+    bound = q2.norm(dim=1) * k.norm(dim=1).max()  # (A,)
+    qa = torch.cat([q2, -bound[:, None]], dim=1)  # (A, D + 1)
     ka = torch.cat([k, torch.ones_like(k[:, :1])], dim=1)  # (C, D + 1)
-    gq = q * grad[:, None]  # (A, D)
-    dq = torch.zeros_like(q)
+    rows = torch.zeros_like(bound)
+    flat = q2.new_empty(min(t, a) * min(t, c))
+    for i0 in range(0, a, t):
+        si = self_index[i0 : i0 + t]
+        acc = rows[i0 : i0 + t]
+        for j0 in range(0, c, t):
+            e = _tile_buffer(flat, min(t, a - i0), min(t, c - j0))
+            torch.mm(qa[i0 : i0 + t], ka[j0 : j0 + t].T, out=e)  # (TI, TJ) = s − b_i ≤ 0
+            _mask_self(e, si, j0)
+            acc.add_(e.exp2_().sum(1))
+    lse2 = bound + rows.log2()
+    poor = ~(rows >= _MIN_SUM[q2.dtype])  # also catches 0 (every term flushed) and NaN
+    if bool(poor.any()):
+        index = torch.arange(a, device=q2.device)[poor]
+        lse2[index] = _rect_forward_online(q2[index], k, self_index[index], t)
+    return lse2
+
+
+def _rect_backward(
+    q2: Tensor, k: Tensor, self_index: Tensor, lse2: Tensor, grad: Tensor, t: int
+) -> tuple[Tensor, Tensor]:
+    """Gradients of Σ_i g_i lse_i with respect to q = q2·ln 2 and k, recomputing each tile.
+
+    P_ic = 2^(q2_i·k_c − lse2_i) comes from one GEMM with the shift as an extra column, so it
+    never overflows; g_i scales the (TI, D) results, not the tile.
+    Shape: q2 (A, D), k (C, D) → (A, D), (C, D).
+    """
+    finite = torch.where(torch.isfinite(lse2), lse2, 0.0)  # rows with no contrast: no terms
+    qa = torch.cat([q2, -finite[:, None]], dim=1)  # (A, D + 1): q2_i·k_c − lse2_i in one GEMM
+    ka = torch.cat([k, torch.ones_like(k[:, :1])], dim=1)  # (C, D + 1)
+    gq = q2 * (grad * _LN2)[:, None]  # (A, D) = g_i q_i
+    dq = torch.zeros_like(q2)
     dk = torch.zeros_like(k)
-    for i0 in range(0, q.shape[0], t):
+    a, c = q2.shape[0], k.shape[0]
+    flat = q2.new_empty(min(t, a) * min(t, c))
+    for i0 in range(0, a, t):
         si = self_index[i0 : i0 + t]
         acc = dq[i0 : i0 + t]  # (TI, D), a view
-        for j0 in range(0, k.shape[0], t):
-            p = qa[i0 : i0 + t] @ ka[j0 : j0 + t].T  # (TI, TJ) = S − lse_i ≤ 0
+        for j0 in range(0, c, t):
+            p = _tile_buffer(flat, min(t, a - i0), min(t, c - j0))
+            torch.mm(qa[i0 : i0 + t], ka[j0 : j0 + t].T, out=p)  # (TI, TJ) = log2 P ≤ 0
             _mask_self(p, si, j0)
-            p.exp_()
+            p.exp2_()
             acc.addmm_(p, k[j0 : j0 + t])
             dk[j0 : j0 + t].addmm_(p.T, gq[i0 : i0 + t])
         acc.mul_(grad[i0 : i0 + t, None])
@@ -170,45 +216,49 @@ class _RectangularLSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
         with torch.no_grad():
-            lse = _rect_forward(q, k, self_index, t)
-        ctx.save_for_backward(q, k, self_index, lse)
+            q2 = q * _LOG2E  # base-2 logits: exp2 is ~3x cheaper than exp on CPU
+            lse2 = _rect_forward(q2, k, self_index, t)
+        ctx.save_for_backward(q2, k, self_index, lse2)
         ctx.t = t
-        return lse
+        return lse2 * _LN2
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        q, k, self_index, lse = ctx.saved_tensors
+        q2, k, self_index, lse2 = ctx.saved_tensors
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None, None
-        dq, dk = _rect_backward(q, k, self_index, lse, grad.contiguous(), ctx.t)
+        dq, dk = _rect_backward(q2, k, self_index, lse2, grad.contiguous(), ctx.t)
         return dq, dk, None, None
 
 
-def _sym_forward(y: Tensor, t: int) -> Tensor:
-    """Row log-sum-exp of y @ y.T without the diagonal, over the upper triangle of tiles.
+def _sym_forward(y2: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    """Base-2 row log-sum-exp of y2 @ y2.T without the diagonal, over the upper triangle of tiles.
 
-    Shift: e^{s_ij} = e^{c_i + c_j} E_ij with c = ½|y|² and E_ij = e^{−½|y_i − y_j|²} ≤ 1, so a
-    tile needs one ``exp`` for its rows and its columns. Shape: y (N, D) → (N,).
+    Shift: 2^{s_ij} = 2^{c_i + c_j} E_ij with c = ½|y2|² and E_ij = 2^{−½|y2_i − y2_j|²} ≤ 1, so a
+    tile needs one ``exp2`` for its rows and its columns, and the shift is folded into the GEMM.
+    Shape: y2 (N, D) → (lse2 (N,), shifted row sums (N,)).
     """
-    n = y.shape[0]
-    c = 0.5 * (y * y).sum(1)  # (N,)
+    n = y2.shape[0]
+    c = 0.5 * (y2 * y2).sum(1)  # (N,)
     kappa = c.max()
-    w = torch.exp(c - kappa)  # (N,) ≤ 1; all 1 for unit rows (normalize=True)
+    w = torch.exp2(c - kappa)  # (N,) ≤ 1; all 1 for unit rows (normalize=True)
     ones = torch.ones_like(c[:, None])
-    ya = torch.cat([y, -c[:, None], ones], dim=1)  # (N, D + 2)
-    yb = torch.cat([y, ones, -c[:, None]], dim=1)  # (N, D + 2): ya_i·yb_j = s_ij − c_i − c_j
+    ya = torch.cat([y2, -c[:, None], ones], dim=1)  # (N, D + 2)
+    yb = torch.cat([y2, ones, -c[:, None]], dim=1)  # (N, D + 2): ya_i·yb_j = s_ij − c_i − c_j
     rows = torch.zeros_like(c)
+    flat = y2.new_empty(min(t, n) ** 2)
     for i0 in range(0, n, t):
         for j0 in range(i0, n, t):
-            e = ya[i0 : i0 + t] @ yb[j0 : j0 + t].T  # (TI, TJ)
-            e.exp_()
+            e = _tile_buffer(flat, min(t, n - i0), min(t, n - j0))
+            torch.mm(ya[i0 : i0 + t], yb[j0 : j0 + t].T, out=e)  # (TI, TJ)
+            e.exp2_()
             if i0 == j0:
                 e.fill_diagonal_(0.0)  # A(i) excludes i itself
                 rows[i0 : i0 + t].addmv_(e, w[j0 : j0 + t])
             else:
                 rows[i0 : i0 + t].addmv_(e, w[j0 : j0 + t])
                 rows[j0 : j0 + t].addmv_(e.T, w[i0 : i0 + t])
-    return c + kappa + rows.log()
+    return c + kappa + rows.log2(), rows
 
 
 def _sym_backward(y: Tensor, lse: Tensor, grad: Tensor, t: int) -> Tensor:
@@ -216,26 +266,33 @@ def _sym_backward(y: Tensor, lse: Tensor, grad: Tensor, t: int) -> Tensor:
 
     With P_ij = e^{s_ij − L_i}, d/dy_I = Σ_J H_IJ y_J where H_ij = g_i P_ij + g_j P_ji
     = E_ij (u_i v_j + v_i u_j), E_ij = e^{s_ij − ½(L_i + L_j)} ≤ 1, u = g e^{λ − L/2},
-    v = e^{L/2 − λ}. One GEMM recomputes E, one ``exp``, a rank-2 scaling, and the tile feeds
-    rows I (H y_J) and rows J (Hᵀ y_I). Shape: y (N, D) → (N, D).
+    v = e^{L/2 − λ}. One GEMM recomputes E (shift folded in, base 2), one ``exp2``, a rank-2
+    scaling of the tile, and the tile feeds rows I (H y_J) and rows J (Hᵀ y_I).
+    Shape: y (N, D) → (N, D).
     """
     n = y.shape[0]
     half = 0.5 * lse  # (N,), finite here (the caller checked the spread)
     lam = 0.5 * (half.max() + half.min())
     u = grad * torch.exp(lam - half)  # (N,)
     v = torch.exp(half - lam)  # (N,)
-    ones = torch.ones_like(half[:, None])
-    ya = torch.cat([y, -half[:, None], ones], dim=1)  # (N, D + 2)
-    yb = torch.cat([y, ones, -half[:, None]], dim=1)  # (N, D + 2)
+    y2 = y * math.sqrt(_LOG2E)  # y2_i·y2_j = s_ij·log2(e)
+    half2 = (half * _LOG2E)[:, None]  # (N, 1)
+    ones = torch.ones_like(half2)
+    ya = torch.cat([y2, -half2, ones], dim=1)  # (N, D + 2)
+    yb = torch.cat([y2, ones, -half2], dim=1)  # (N, D + 2)
     dy = torch.zeros_like(y)
+    flat_e, flat_w = y.new_empty(min(t, n) ** 2), y.new_empty(min(t, n) ** 2)
     for i0 in range(0, n, t):
         for j0 in range(i0, n, t):
-            e = ya[i0 : i0 + t] @ yb[j0 : j0 + t].T  # (TI, TJ) = s_ij − ½(L_i + L_j)
-            e.exp_()
+            ti, tj = min(t, n - i0), min(t, n - j0)
+            e = _tile_buffer(flat_e, ti, tj)
+            torch.mm(ya[i0 : i0 + t], yb[j0 : j0 + t].T, out=e)  # log2 of E_IJ
+            e.exp2_()
             if i0 == j0:
                 e.fill_diagonal_(0.0)
-            w = torch.outer(u[i0 : i0 + t], v[j0 : j0 + t])  # (TI, TJ)
-            w.addr_(v[i0 : i0 + t], u[j0 : j0 + t])
+            w = _tile_buffer(flat_w, ti, tj)
+            torch.mul(u[i0 : i0 + t, None], v[None, j0 : j0 + t], out=w)
+            w.addr_(v[i0 : i0 + t], u[j0 : j0 + t])  # u_i v_j + v_i u_j
             e.mul_(w)  # H_IJ
             dy[i0 : i0 + t].addmm_(e, y[j0 : j0 + t])
             if i0 != j0:
@@ -261,29 +318,30 @@ class _SymmetricLSE(torch.autograd.Function):
             return None, None
         grad = grad.contiguous()
         finite = torch.isfinite(lse)
-        spread = (lse.masked_fill(~finite, 0).amax() - lse.masked_fill(~finite, 0).amin()).abs()
+        spread = lse.masked_fill(~finite, 0).amax() - lse.masked_fill(~finite, 0).amin()
         if bool(finite.all()) and float(spread) <= _max_spread(y.dtype):
             return _sym_backward(y, lse, grad, ctx.t), None
         # the shared shift ½(L_i + L_j) would under/overflow: exact per-row shifts instead
         index = torch.arange(y.shape[0], device=y.device)
-        dq, dk = _rect_backward(y, y, index, lse, grad, ctx.t)
+        dq, dk = _rect_backward(y * _LOG2E, y, index, lse * _LOG2E, grad, ctx.t)
         return dq + dk, None
 
 
 def _sym_lse_robust(y: Tensor, t: int) -> Tensor:
-    """Symmetric forward, with rows whose fixed-shift sum lost precision redone exactly."""
+    """Symmetric forward (natural log), rows whose fixed-shift sum lost precision redone exactly."""
     n = y.shape[0]
     index = torch.arange(n, device=y.device)
-    c = 0.5 * (y * y).sum(1)
+    y2 = y * math.sqrt(_LOG2E)
+    c = 0.5 * (y2 * y2).sum(1)
     if n < 2 or float(c.max() - c.min()) > _max_spread(y.dtype):
-        return _rect_forward(y, y, index, t)  # norms too unequal for one shared shift
-    lse = _sym_forward(y, t)
-    kappa = c.max()
-    poor = ~(lse - c - kappa >= _min_log_sum(y.dtype))  # also catches −inf and NaN
+        # norms too unequal for one shared shift: per-row shifts
+        return _rect_forward(y * _LOG2E, y, index, t) * _LN2
+    lse2, rows = _sym_forward(y2, t)
+    poor = ~(rows >= _MIN_SUM[y.dtype])  # also catches 0 (every term flushed) and NaN
     if bool(poor.any()):
-        rows = index[poor]
-        lse[rows] = _rect_forward(y[rows], y, rows, t)
-    return lse
+        bad = index[poor]
+        lse2[bad] = _rect_forward_online(y[bad] * _LOG2E, y, bad, t)
+    return lse2 * _LN2
 
 
 def tiled_log_sum_exp(
