@@ -57,7 +57,9 @@ def nt_xent(
     impl = _validate.choice("impl", impl, IMPLS)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
-    if impl == "tiled" or (impl == "auto" and auto_is_tiled(2 * z1.shape[0], 2 * z1.shape[0])):
+    if impl == "tiled" or (
+        impl == "auto" and auto_is_tiled(2 * z1.shape[0], 2 * z1.shape[0], symmetric=True)
+    ):
         return _nt_xent_tiled(z1, z2, temperature, normalize, tile_size)
     return _nt_xent_dense(z1, z2, temperature, normalize)
 

@@ -79,7 +79,9 @@ def supcon(
         )
     n, v, _ = features.shape
     anchors = n if contrast_mode == "one" else n * v
-    tiled = impl == "tiled" or (impl == "auto" and auto_is_tiled(anchors, n * v))
+    tiled = impl == "tiled" or (
+        impl == "auto" and auto_is_tiled(anchors, n * v, symmetric=contrast_mode == "all")
+    )
     return _supcon_fast(
         features,
         labels,
