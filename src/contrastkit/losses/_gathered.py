@@ -37,7 +37,9 @@ RowFn = Callable[..., tuple[Tensor, Tensor]]
 ROW_IMPLS: dict[str, RowFn] = {"dense": row_log_probs, "tiled": row_log_probs_tiled}
 
 
-def resolve_impl(impl: str, anchors: int, contrasts: int, *, gather: bool) -> str:
+def resolve_impl(
+    impl: str, anchors: int, contrasts: int, *, gather: bool, symmetric: bool = False
+) -> str:
     """Turn ``impl="auto"`` into ``"dense"`` or ``"tiled"`` by the size of the logit matrix.
 
     Args:
@@ -45,15 +47,18 @@ def resolve_impl(impl: str, anchors: int, contrasts: int, *, gather: bool) -> st
         anchors: This process's anchors A.
         contrasts: This process's contrasts C; with ``gather``, W·C approximates the gathered M.
         gather: Whether the contrasts are gathered from every process.
+        symmetric: The anchors are the contrasts; the tiled core's symmetric path applies unless
+            the contrasts are gathered (a gathered block is rectangular).
 
     Returns:
         ``"dense"`` or ``"tiled"``.
     """
     if impl != "auto":
         return impl
-    if gather:
-        contrasts *= distributed.world_size()
-    return "tiled" if auto_is_tiled(anchors, contrasts) else "dense"
+    world = distributed.world_size() if gather else 1
+    rectangular = not symmetric or world > 1
+    tiled = auto_is_tiled(anchors, contrasts * world, symmetric=not rectangular)
+    return "tiled" if tiled else "dense"
 
 
 def rows_against_all(

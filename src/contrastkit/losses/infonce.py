@@ -103,7 +103,9 @@ def info_nce(
         return _info_nce_gathered(q, k, tau, reduction, impl, tile_size)
     keys = q.shape[0] if negative_keys is None else negative_keys.shape[-2]
     paired = negative_keys is not None and negative_mode == "paired"
-    if not paired and (impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys))):
+    if not paired and (
+        impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys, symmetric=False))
+    ):
         positive_logits = (q * k).sum(1) / tau  # (N,)
         if negative_keys is None:  # every key is in the denominator, the positive among them
             log_denominator = tiled_log_sum_exp(q, k, None, tau, tile_size=tile_size)

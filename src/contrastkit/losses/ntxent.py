@@ -69,7 +69,7 @@ def nt_xent(
     _validate.gather_impl(gather, impl)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
-    impl = resolve_impl(impl, 2 * z1.shape[0], 2 * z1.shape[0], gather=gather)
+    impl = resolve_impl(impl, 2 * z1.shape[0], 2 * z1.shape[0], gather=gather, symmetric=True)
     return _nt_xent_rows(z1, z2, temperature, normalize, impl, tile_size, gather)
 
 

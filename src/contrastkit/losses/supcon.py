@@ -91,7 +91,7 @@ def supcon(
         )
     n, v, _ = features.shape
     anchors = n if contrast_mode == "one" else n * v
-    impl = resolve_impl(impl, anchors, n * v, gather=gather)
+    impl = resolve_impl(impl, anchors, n * v, gather=gather, symmetric=contrast_mode == "all")
     return _supcon_rows(
         features,
         labels,
