@@ -85,6 +85,8 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.resume:
         if not cfg.out:
             raise ContrastkitError("--resume needs --out, the run directory to continue")
+        if not (Path(cfg.out) / rundir.CONFIG).is_file():
+            raise ContrastkitError(f"cannot resume: {cfg.out} holds no run (no {rundir.CONFIG})")
         saved = rundir.read_config(Path(cfg.out))
         given = dict(options)
         if data_is_object:
@@ -145,6 +147,14 @@ class RunData:
     shape: DataShape
 
 
+def _check_labels(cfg: PretrainConfig, train: ImageTensorDataset) -> None:
+    if cfg.method in ("supcon", "ce") and not train.has_labels:
+        raise ContrastkitError(
+            f"method {cfg.method} needs labels, but {train.name} has unlabelled images; "
+            "use --method simclr or a labelled split"
+        )
+
+
 def load_run_data(
     cfg: PretrainConfig,
     data: str | Dataset[tuple[Tensor, int]],
@@ -158,6 +168,7 @@ def load_run_data(
         info = dataset_info(data)
         split = cfg.train_split or info.pretrain_split
         train = resolve_dataset(data, split, **kw)  # type: ignore[arg-type]
+        _check_labels(cfg, train)
         bank = train if train.has_labels else None
         if bank is None and "train" in info.splits and split != "train":
             bank = resolve_dataset(data, "train", **kw)  # type: ignore[arg-type]
@@ -172,11 +183,7 @@ def load_run_data(
         bank = train if train.has_labels else bank
     if len(train) < 2:
         raise ContrastkitError(f"the training data has {len(train)} image(s); need at least 2")
-    if cfg.method in ("supcon", "ce") and not train.has_labels:
-        raise ContrastkitError(
-            f"method {cfg.method} needs labels, but {train.name} has unlabelled images; "
-            "use --method simclr or a labelled split"
-        )
+    _check_labels(cfg, train)
     if test is not None and not test.has_labels:
         test = None
     mean, std = channel_stats(train.images)
