@@ -1,0 +1,11 @@
+"""The one exception type for bad user input: the CLI prints its message as ``error: ...``."""
+
+from __future__ import annotations
+
+
+class ContrastkitError(ValueError):
+    """Bad input a user can fix (unknown name, missing file, invalid option, existing run).
+
+    A ``ValueError`` so that Python callers can catch it with the usual type; the CLI turns it
+    into ``error: <message>`` on stderr and exit status 2, without a traceback.
+    """

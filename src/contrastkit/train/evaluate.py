@@ -1,0 +1,229 @@
+"""Stage 2 on a run directory: linear probe, kNN and feature export from the frozen encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
+from contrastkit.errors import ContrastkitError
+from contrastkit.train import checkpoint as ckpt_io
+from contrastkit.train import rundir
+from contrastkit.train.config import EmbedConfig, KnnConfig, ProbeConfig, from_dict
+from contrastkit.train.device import resolve_device
+from contrastkit.train.features import extract_features
+from contrastkit.train.knn import knn_accuracy
+from contrastkit.train.networks import DataShape, build_networks
+from contrastkit.train.probe import ProbeResult, train_linear_probe
+
+DataArg = str | Dataset[tuple[Tensor, int]] | None
+
+
+@dataclass
+class LoadedRun:
+    """A pretrained encoder (eval mode, on its device) and what the run recorded."""
+
+    encoder: nn.Module
+    config: dict[str, Any]
+    shape: DataShape
+    device: torch.device
+
+
+def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild the run's encoder from ``checkpoints/last.pt`` (weights only, eval mode).
+
+    Raises:
+        ContrastkitError: if the directory holds no run or the checkpoint is unreadable.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ContrastkitError(f"run directory {path} does not exist")
+    dev = resolve_device(device)
+    ckpt = ckpt_io.load_checkpoint(path / rundir.CHECKPOINT, map_location=dev)
+    cfg = ckpt["config"]
+    shape = DataShape(**ckpt["data"])
+    encoder, _ = build_networks(
+        model=cfg["model"],
+        norm=cfg["norm"],
+        method=cfg["method"],
+        shape=shape,
+        proj_dim=cfg["proj_dim"],
+    )
+    encoder.load_state_dict(ckpt["encoder"])
+    return LoadedRun(encoder.to(dev).eval(), cfg, shape, dev)
+
+
+def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
+    """Load ``split`` of the run's data set, or materialise the ``Dataset`` given instead."""
+    if data is not None and not isinstance(data, str):
+        return resolve_dataset(data, split)
+    name = data or run.config["data"]
+    if not isinstance(name, str) or name.startswith("<"):
+        raise ContrastkitError(
+            "this run was pretrained on a Dataset object: pass train_data= and test_data="
+        )
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise ContrastkitError(
+            f"data set {name!r} has no split {split!r}; choose one of {', '.join(info.splits)}"
+        )
+    return resolve_dataset(
+        name,
+        split,
+        root=run.config.get("data_root"),
+        download=False,
+        image_size=run.config.get("image_size"),
+    )
+
+
+def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
+    return extract_features(
+        run.encoder, ds.images, mean=run.shape.mean, std=run.shape.std, device=run.device
+    )
+
+
+def probe_encoder(
+    encoder: nn.Module,
+    train: ImageTensorDataset,
+    test: ImageTensorDataset,
+    *,
+    mean: list[float],
+    std: list[float],
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    **probe_options: Any,
+) -> tuple[ProbeResult, Tensor, Tensor]:
+    """Linear-probe a frozen encoder: extract features once without augmentation, then train.
+
+    The encoder only runs forward in eval mode under ``no_grad``; its parameters and buffers
+    (BatchNorm statistics included) are left bit-for-bit unchanged.
+
+    Returns:
+        The probe result, and the train and test features (M, F), (N, F).
+    """
+    ftr = extract_features(encoder, train.images, mean=mean, std=std, device=device)
+    fte = extract_features(encoder, test.images, mean=mean, std=std, device=device)
+    result = train_linear_probe(
+        ftr, train.labels, fte, test.labels, num_classes=num_classes, **probe_options
+    )
+    return result, ftr, fte
+
+
+def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
+    if not ds.has_labels:
+        raise ContrastkitError(f"{what} ({ds.name}) has unlabelled images: cannot evaluate on it")
+    return ds
+
+
+def linear_probe(
+    run_dir: str | Path,
+    *,
+    train_data: DataArg = None,
+    test_data: DataArg = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train a linear classifier on the frozen encoder and write ``probe.json`` (``contrastkit linear-probe``).
+
+    Also writes ``embeddings_test.npz`` (test features and labels, for the t-SNE plot).
+
+    Args:
+        run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
+        train_data: Override of the training data: a registry name or a ``Dataset``.
+        test_data: Override of the test data.
+        **options: Fields of :class:`~contrastkit.train.config.ProbeConfig` (``epochs``, ``lr``…).
+
+    Returns:
+        The content of ``probe.json``: train/test accuracy, confusion matrix, settings.
+    """
+    cfg = from_dict(ProbeConfig, {"run_dir": str(run_dir), **options})
+    run = load_encoder(run_dir, cfg.device)
+    train = _labelled(_split(run, train_data, "train"), "the probe's training data")
+    test = _labelled(_split(run, test_data or train_data, "test"), "the probe's test data")
+    result, _, fte = probe_encoder(
+        run.encoder,
+        train,
+        test,
+        mean=run.shape.mean,
+        std=run.shape.std,
+        num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
+        device=run.device,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+    )
+    k = max(run.shape.num_classes, int(test.labels.max()) + 1)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (test.labels.numpy(), result.test_pred.numpy()), 1)
+    out = {
+        "train_acc": result.train_acc,
+        "test_acc": result.test_acc,
+        "n_train": len(train),
+        "n_test": len(test),
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": cfg.batch_size,
+        "classes": run.shape.classes,
+        "confusion": confusion.tolist(),
+    }
+    path = Path(run_dir)
+    rundir.write_json(path / "probe.json", out)
+    np.savez(
+        path / "embeddings_test.npz",
+        features=fte.cpu().numpy().astype(np.float32),
+        labels=test.labels.numpy().astype(np.int64),
+    )
+    return out
+
+
+def knn(
+    run_dir: str | Path, *, train_data: DataArg = None, test_data: DataArg = None, **options: Any
+) -> dict[str, Any]:
+    """Weighted cosine kNN accuracy of the frozen features; writes ``knn.json`` (``contrastkit knn``)."""
+    cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
+    if cfg.k < 1 or cfg.t <= 0:
+        raise ContrastkitError(f"k must be >= 1 and t > 0, got k={cfg.k}, t={cfg.t}")
+    run = load_encoder(run_dir, cfg.device)
+    train = _labelled(_split(run, train_data, "train"), "the kNN bank")
+    test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
+    acc = knn_accuracy(
+        _features(run, train),
+        train.labels,
+        _features(run, test),
+        test.labels,
+        num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
+        k=cfg.k,
+        t=cfg.t,
+    )
+    out = {"test_acc": acc, "k": cfg.k, "t": cfg.t, "n_train": len(train), "n_test": len(test)}
+    rundir.write_json(Path(run_dir) / "knn.json", out)
+    return out
+
+
+def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:
+    """Write the backbone features of a split to ``.npz`` (``contrastkit embed``).
+
+    The file holds ``features`` (N, F) float32 (the encoder output, before any head) and
+    ``labels`` (N,) int64 (-1 where unlabelled).
+
+    Returns:
+        The path written.
+    """
+    cfg = from_dict(EmbedConfig, {"run_dir": str(run_dir), **options})
+    run = load_encoder(run_dir, cfg.device)
+    ds = _split(run, data, cfg.split)
+    feats = _features(run, ds).cpu().numpy().astype(np.float32)
+    out = Path(cfg.out)
+    if out.suffix != ".npz":
+        out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, features=feats, labels=ds.labels.numpy().astype(np.int64))
+    return out

@@ -1,0 +1,46 @@
+"""Frozen-feature extraction: the encoder in eval mode, no augmentation, no gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.data.augment import normalize
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    images: Tensor,
+    *,
+    mean: list[float],
+    std: list[float],
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Backbone features of every image, before any head.
+
+    The encoder is put in eval mode for the pass (BatchNorm uses its running statistics and
+    changes nothing) and its previous mode is restored afterwards.
+
+    Args:
+        encoder: A registered encoder (``forward_features``).
+        images: uint8 images. Shape: (N, C, H, W).
+        mean: Normalisation mean per channel (0–1 scale).
+        std: Normalisation standard deviation per channel.
+        batch_size: Images per forward pass.
+        device: Where to compute.
+
+    Returns:
+        float32 features on ``device``. Shape: (N, F).
+    """
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            x = normalize(images[start : start + batch_size].to(device), mean, std)
+            out.append(encoder.forward_features(x).float())  # type: ignore[operator]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out)  # (N, F)

@@ -1,0 +1,48 @@
+"""One place that builds the networks of a run: encoder plus projection head or classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from contrastkit.models import ProjectionHead, create_model
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the networks need to know about the data (stored in every checkpoint).
+
+    Attributes:
+        channels: Image channels C.
+        size: Image side (the larger of H and W).
+        num_classes: Number of classes (0 when unlabelled).
+        mean: Per-channel normalisation mean on the 0–1 scale.
+        std: Per-channel normalisation standard deviation.
+        classes: Class names.
+    """
+
+    channels: int
+    size: int
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+    classes: list[str]
+
+
+def default_model(shape: DataShape) -> str:
+    """``small_cnn`` for ≤ 32 px grey images, ``resnet18`` otherwise."""
+    return "small_cnn" if shape.channels == 1 and shape.size <= 32 else "resnet18"
+
+
+def build_networks(
+    *, model: str, norm: str, method: str, shape: DataShape, proj_dim: int
+) -> tuple[nn.Module, nn.Module]:
+    """Return ``(encoder, head)``: a projection head for simclr/supcon, a linear layer for ce."""
+    encoder = create_model(model, in_channels=shape.channels, image_size=shape.size, norm=norm)
+    features = int(encoder.num_features)  # type: ignore[arg-type]
+    if method == "ce":
+        head: nn.Module = nn.Linear(features, max(shape.num_classes, 1))
+    else:
+        head = ProjectionHead(features, out_features=proj_dim, norm=norm)
+    return encoder, head

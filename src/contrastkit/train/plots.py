@@ -1,0 +1,140 @@
+"""Matplotlib (Agg) figures of a run, each built from the files of the run directory alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contrastkit.train import rundir
+
+TSNE_MAX_POINTS = 2000
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_lr(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Loss and learning rate per step (two panels)."""
+    plt = _pyplot()
+    steps = [r for r in metrics if r["kind"] == "step"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1)
+    a.set(xlabel="step", ylabel="loss", title=f"{title}: training loss")
+    b.plot([r["step"] for r in steps], [r["lr"] for r in steps], lw=1, color="tab:orange")
+    b.set(xlabel="step", ylabel="learning rate", title="warm-up + cosine")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_knn(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """kNN-monitor test accuracy per epoch, one line per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, pts in curves.items():
+        if pts:
+            ax.plot([e for e, _ in pts], [100 * a for _, a in pts], label=name, lw=1.2)
+    ax.set(xlabel="epoch", ylabel="kNN test accuracy (%)", title="kNN monitor")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_tsne(
+    features: np.ndarray, labels: np.ndarray, path: Path, title: str, seed: int = 0
+) -> None:
+    """2-D t-SNE of (up to 2,000) test features coloured by label."""
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    if len(features) > TSNE_MAX_POINTS:
+        keep = np.random.default_rng(seed).permutation(len(features))[:TSNE_MAX_POINTS]
+        features, labels = features[keep], labels[keep]
+    perplexity = min(30.0, max(2.0, (len(features) - 1) / 3))
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6)
+    ax.set(title=f"{title}: t-SNE of test features", xticks=[], yticks=[])
+    fig.colorbar(sc, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_similarity(sim: np.ndarray, pos: np.ndarray, path: Path, title: str) -> None:
+    """A batch's cosine-similarity matrix beside its positive mask."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.8))
+    im = a.imshow(sim, vmin=-1, vmax=1, cmap="RdBu_r")
+    a.set(title=f"{title}: cosine similarity", xlabel="view", ylabel="view")
+    fig.colorbar(im, ax=a, fraction=0.046)
+    b.imshow(pos, cmap="Greys")
+    b.set(title="positives", xlabel="view")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    """The linear probe's test confusion matrix (counts)."""
+    plt = _pyplot()
+    k = len(confusion)
+    fig, ax = plt.subplots(figsize=(4.8, 4.3))
+    ax.imshow(confusion, cmap="Blues")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7)
+        names = classes[:k] if len(classes) >= k else [str(i) for i in range(k)]
+        ax.set_xticks(range(k), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{title}: probe confusion")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def method_plots(run: Path, title: str) -> list[Path]:
+    """Draw every figure whose data a pretraining run directory holds; return the files."""
+    out = run / "plots"
+    out.mkdir(exist_ok=True)
+    made = []
+    metrics = rundir.read_metrics(run)
+    if metrics:
+        plot_loss_lr(metrics, out / "loss_lr.png", title)
+        curve = [
+            (r["epoch"], r["knn_acc"])
+            for r in metrics
+            if r["kind"] == "epoch" and r.get("knn_acc") is not None
+        ]
+        plot_knn({title: curve}, out / "knn.png")
+        made += [out / "loss_lr.png", out / "knn.png"]
+    if (run / "similarity.npz").is_file():
+        s = np.load(run / "similarity.npz")
+        plot_similarity(s["similarity"], s["positives"], out / "similarity.png", title)
+        made.append(out / "similarity.png")
+    if (run / "embeddings_test.npz").is_file():
+        e = np.load(run / "embeddings_test.npz")
+        plot_tsne(e["features"], e["labels"], out / "tsne.png", title)
+        made.append(out / "tsne.png")
+    probe_file = run / "probe.json"
+    if probe_file.is_file():
+        import json
+
+        probe = json.loads(probe_file.read_text())
+        plot_confusion(
+            np.array(probe["confusion"]), probe.get("classes", []), out / "confusion.png", title
+        )
+        made.append(out / "confusion.png")
+    return made

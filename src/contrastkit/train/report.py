@@ -1,0 +1,148 @@
+"""The results table and ``report.html``, rebuilt from the files of a run directory alone."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from contrastkit.errors import ContrastkitError
+from contrastkit.train import plots, rundir
+
+BASELINES = "baselines.json"
+RESULTS = "results.json"
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def method_row(run: Path) -> dict[str, Any]:
+    """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe."""
+    cfg = rundir.read_config(run)
+    epochs = [r for r in rundir.read_metrics(run) if r["kind"] == "epoch"]
+    knn = _read_json(run / "knn.json")
+    probe = _read_json(run / "probe.json")
+    monitor = next((r["knn_acc"] for r in reversed(epochs) if r.get("knn_acc") is not None), None)
+    return {
+        "method": cfg["method"],
+        "model": cfg.get("model"),
+        "epochs": epochs[-1]["epoch"] if epochs else 0,
+        "seconds": epochs[-1]["elapsed"] if epochs else 0.0,
+        "knn_acc": knn["test_acc"] if knn else monitor,
+        "probe_acc": probe["test_acc"] if probe else None,
+        "probe_train_acc": probe["train_acc"] if probe else None,
+        "dir": run.name,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -> str:
+    """A plain-text (Markdown) table: method, epochs, seconds, kNN and probe test accuracy (%)."""
+    lines = [
+        "| method | model | epochs | seconds | kNN acc % | linear-probe acc % |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
+            f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} |"
+        )
+    if baselines:
+        lines.append(
+            f"| raw pixels: logistic regression | – | – | – | – | {_pct(baselines['logreg'])} |"
+        )
+        lines.append(
+            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | {_pct(baselines['knn'])} | – |"
+        )
+    return "\n".join(lines)
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    """Pretraining run directories: ``root`` itself, or its sub-directories (a ``run``)."""
+    if (root / rundir.CHECKPOINT).is_file():
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / rundir.CONFIG).is_file())
+
+
+def _img(path: Path, root: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    alt = html.escape(str(path.relative_to(root)))
+    return f'<img src="data:image/png;base64,{data}" alt="{alt}" style="max-width:100%">'
+
+
+def _md_table_html(table: str) -> str:
+    rows = [
+        line.strip("|").split("|") for line in table.splitlines() if not line.startswith("|---")
+    ]
+    head, *body = rows
+    th = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body
+    )
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Re-draw every plot and write ``report.html`` (images embedded, opens offline).
+
+    Works on a single pretraining run directory or on a ``contrastkit run`` directory holding
+    one sub-directory per method. Writes ``table.md`` and ``results.json`` too.
+
+    Raises:
+        ContrastkitError: if ``run_dir`` holds no run.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise ContrastkitError(f"run directory {root} does not exist")
+    runs = _run_dirs(root)
+    if not runs:
+        raise ContrastkitError(
+            f"{root} holds no pretraining run (no checkpoints/last.pt or sub-runs)"
+        )
+    rows = [method_row(r) for r in runs]
+    baselines = _read_json(root / BASELINES)
+    table = format_table(rows, baselines)
+    (root / "table.md").write_text(table + "\n")
+    rundir.write_json(root / RESULTS, {"rows": rows, "baselines": baselines})
+    figures: list[tuple[str, list[Path]]] = []
+    curves = {}
+    for run, row in zip(runs, rows, strict=True):
+        figures.append((row["method"], plots.method_plots(run, row["method"])))
+        curves[row["method"]] = [
+            (r["epoch"], r["knn_acc"])
+            for r in rundir.read_metrics(run)
+            if r["kind"] == "epoch" and r.get("knn_acc") is not None
+        ]
+    (root / "plots").mkdir(exist_ok=True)
+    overview = root / "plots" / "knn_all.png"
+    plots.plot_knn(curves, overview)
+    cfg_text = (runs[0] / rundir.CONFIG).read_text()
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>contrastkit report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "pre{background:#f6f6f6;padding:8px;font-size:12px}</style></head><body>",
+        f"<h1>contrastkit report: {html.escape(root.name)}</h1>",
+        "<h2>Results (test accuracy)</h2>",
+        _md_table_html(table),
+        "<p>kNN: weighted cosine kNN on frozen backbone features; linear probe: a linear "
+        "classifier on frozen features extracted once without augmentation. Raw-pixel "
+        "baselines use the same split.</p>",
+        _img(overview, root),
+    ]
+    for method, files in figures:
+        parts.append(f"<h2>{html.escape(method)}</h2>")
+        parts += [_img(f, root) for f in files]
+    parts.append(
+        f"<h2>Configuration ({html.escape(runs[0].name)})</h2><pre>{html.escape(cfg_text)}</pre>"
+    )
+    parts.append("</body></html>")
+    out = root / "report.html"
+    out.write_text("\n".join(parts))
+    return out

@@ -1,0 +1,130 @@
+"""``contrastkit run``: pretrain every method, evaluate it, print the table, write the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from contrastkit.data import resolve_dataset
+from contrastkit.errors import ContrastkitError
+from contrastkit.train import rundir
+from contrastkit.train.baselines import raw_pixel_baselines
+from contrastkit.train.config import METHODS, RunConfig, from_dict, to_dict
+from contrastkit.train.evaluate import knn, linear_probe
+from contrastkit.train.pretrain import pretrain
+from contrastkit.train.recipes import data_defaults
+from contrastkit.train.report import BASELINES, build_report, format_table, method_row
+
+
+def run(
+    *,
+    data: str | Dataset[tuple[Tensor, int]] = "digits",
+    test_data: Dataset[tuple[Tensor, int]] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Pretrain, kNN-evaluate and linear-probe each method, then write table and report.
+
+    Args:
+        data: A registry name or a ``Dataset`` of ``(image, label)`` (then pass ``test_data``).
+        test_data: The labelled test ``Dataset`` when ``data`` is a ``Dataset``.
+        **options: Fields of :class:`~contrastkit.train.config.RunConfig`.
+
+    Returns:
+        ``{"dir": path, "rows": [...], "baselines": {...}, "table": str}``.
+
+    Raises:
+        ContrastkitError: on bad options, an unknown method, or an existing directory.
+    """
+    if isinstance(data, str):
+        options = {"data": data, **options}
+    elif test_data is None:
+        raise ContrastkitError(
+            "run with a Dataset object needs test_data= (a labelled test Dataset)"
+        )
+    cfg = from_dict(RunConfig, options)
+    methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ContrastkitError(
+            f"unknown method(s) {bad or cfg.methods!r}; choose from {', '.join(METHODS)}"
+        )
+    name = cfg.data if isinstance(data, str) else "dataset"
+    defaults = data_defaults(name)
+    epochs = cfg.epochs or defaults["epochs"]
+    batch_size = cfg.batch_size or defaults["batch_size"]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path(cfg.out or f"runs/{name.replace(':', '-').replace('/', '-')}-{stamp}")
+    if cfg.resume:
+        if not (root / rundir.CONFIG).is_file():
+            raise ContrastkitError(f"cannot resume: {root} holds no contrastkit run")
+    else:
+        rundir.prepare_run_dir(root, resume=False)
+        rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
+
+    train_src: Any = data
+    kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}
+    train = resolve_dataset(train_src, "train", **kw)  # type: ignore[arg-type]
+    test = resolve_dataset(test_data if test_data is not None else train_src, "test", **kw)  # type: ignore[arg-type]
+    if train.has_labels and test.has_labels and not (root / BASELINES).is_file():
+        rundir.write_json(root / BASELINES, raw_pixel_baselines(train, test))
+
+    common: dict[str, Any] = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "model": cfg.model,
+        "norm": cfg.norm,
+        "optimizer": cfg.optimizer,
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "quiet": cfg.quiet,
+        "limit": cfg.limit,
+        "knn_k": cfg.knn_k,
+        "knn_t": cfg.knn_t,
+        "data_root": cfg.data_root,
+        "image_size": cfg.image_size,
+    }
+    common = {k: v for k, v in common.items() if v is not None}
+    eval_data: dict[str, Any] = (
+        {} if isinstance(data, str) else {"train_data": data, "test_data": test_data}
+    )
+    for method in methods:
+        out = root / method
+        done = (out / "probe.json").is_file() and (out / "knn.json").is_file()
+        if done:
+            continue
+        resume = (out / rundir.CHECKPOINT).is_file()
+        if not resume and out.exists():
+            shutil.rmtree(out)  # a start that never reached its first checkpoint
+        if isinstance(data, str):
+            pretrain(
+                data=data, method=method, out=str(out), resume=resume, **({} if resume else common)
+            )
+        else:
+            pretrain(
+                data=data,
+                test_data=test_data,
+                method=method,
+                out=str(out),
+                resume=resume,
+                **({} if resume else common),
+            )
+        knn(out, k=cfg.knn_k, t=cfg.knn_t, device=cfg.device, **eval_data)
+        linear_probe(
+            out,
+            epochs=cfg.probe_epochs,
+            device=cfg.device,
+            quiet=cfg.quiet,
+            seed=cfg.seed,
+            **eval_data,
+        )
+    build_report(root)
+    rows = [method_row(root / m) for m in methods]
+    base = json.loads((root / BASELINES).read_text()) if (root / BASELINES).is_file() else None
+    table = format_table(rows, base)
+    return {"dir": root, "rows": rows, "baselines": base, "table": table}

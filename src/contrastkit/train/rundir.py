@@ -1,0 +1,138 @@
+"""The run directory: resolved ``config.yaml`` with provenance, ``metrics.jsonl``, checkpoints.
+
+Layout::
+
+    RUN/config.yaml            resolved options + provenance (git SHA, versions, seed, device)
+    RUN/metrics.jsonl          one JSON object per line: kind "step" or "epoch"
+    RUN/checkpoints/last.pt    full resume state (see contrastkit.train.checkpoint)
+    RUN/probe.json, knn.json   evaluation results
+    RUN/similarity.npz         a batch's similarity matrix and positive mask (for the plot)
+    RUN/embeddings_test.npz    test features (for the t-SNE plot)
+    RUN/plots/*.png, RUN/report.html
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from contrastkit.errors import ContrastkitError
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoints/last.pt"
+PROVENANCE_KEY = "provenance"
+
+
+def git_sha() -> str:
+    """The commit of the contrastkit source tree, ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def provenance(device: str) -> dict[str, Any]:
+    """Git SHA, library versions, Python, platform and device of this process."""
+    import numpy
+    import sklearn
+    import torch
+    import torchvision
+
+    import contrastkit
+
+    return {
+        "git_sha": git_sha(),
+        "contrastkit": contrastkit.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "numpy": numpy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def prepare_run_dir(path: str | Path, *, resume: bool) -> Path:
+    """Create ``path`` for a new run, or check that it holds a run to resume.
+
+    Raises:
+        ContrastkitError: if ``path`` exists (and is not empty) without ``resume`` — finished work
+            is never overwritten — or ``resume`` is asked for a directory without a checkpoint.
+    """
+    path = Path(path)
+    if resume:
+        if not (path / CHECKPOINT).is_file():
+            raise ContrastkitError(f"cannot resume: {path / CHECKPOINT} does not exist")
+        return path
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ContrastkitError(
+            f"run directory {path} already exists; pass --resume to continue it or choose "
+            "another --out (finished work is never overwritten)"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any]) -> None:
+    """Write ``config.yaml``: the options, then the provenance under ``provenance:``."""
+    import yaml
+
+    text = yaml.safe_dump(config, sort_keys=False)
+    text += yaml.safe_dump({PROVENANCE_KEY: prov}, sort_keys=False)
+    (path / CONFIG).write_text(text)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Read a run's ``config.yaml`` without its provenance.
+
+    Raises:
+        ContrastkitError: if the file is missing.
+    """
+    from contrastkit.train.config import load_yaml
+
+    file = path / CONFIG
+    if not file.is_file():
+        raise ContrastkitError(f"{path} is not a run directory (no {CONFIG})")
+    data = load_yaml(str(file))
+    data.pop(PROVENANCE_KEY, None)
+    return data
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``metrics.jsonl``."""
+    with (path / METRICS).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of ``metrics.jsonl`` (an empty list when absent)."""
+    file = path / METRICS
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only records up to ``step`` (used on resume: later ones are re-done)."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    (path / METRICS).write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON."""
+    path.write_text(json.dumps(obj, indent=2) + "\n")

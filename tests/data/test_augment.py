@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from contrastkit.data import PRESETS, MultiViewAugment, channel_stats, normalize
+from contrastkit.data.augment import affine_matrices, colour_jitter, gaussian_blur
+
+
+def images(n=16, c=1, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, size, size), generator=g, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(
+    ("preset", "c", "size"),
+    [("digits", 1, 8), ("fashion-mnist", 1, 28), ("simclr", 3, 32), ("simclr", 3, 96)],
+)
+def test_shapes_range_and_views_differ(preset, c, size):
+    x = images(6, c, size)
+    mean, std = channel_stats(x)
+    aug = MultiViewAugment(preset, 3, mean, std)
+    out = aug(x, torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, c, size, size) and out.dtype == torch.float32
+    m = torch.tensor(mean).view(1, 1, -1, 1, 1)
+    s = torch.tensor(std).view(1, 1, -1, 1, 1)
+    pixels = out * s + m
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    for i in range(6):  # every view of every image drew its own parameters
+        assert not torch.allclose(out[i, 0], out[i, 1])
+
+
+def test_seeded_determinism():
+    x = images(8, 3, 32)
+    aug = MultiViewAugment("simclr", 2, [0.5] * 3, [0.25] * 3)
+    a = aug(x, torch.Generator().manual_seed(3))
+    b = aug(x, torch.Generator().manual_seed(3))
+    c = aug(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_digits_preset_never_flips_and_fashion_does():
+    g = torch.Generator().manual_seed(0)
+    theta = affine_matrices(4000, 8, 8, PRESETS["digits"], g, torch.device("cpu"))
+    assert (torch.linalg.det(theta[:, :, :2]) > 0).all()  # no reflection
+    theta = affine_matrices(4000, 28, 28, PRESETS["fashion-mnist"], g, torch.device("cpu"))
+    flipped = (torch.linalg.det(theta[:, :, :2]) < 0).float().mean()
+    assert 0.45 < flipped < 0.55
+
+
+def test_crop_boxes_stay_inside_the_image():
+    g = torch.Generator().manual_seed(0)
+    theta = affine_matrices(2000, 32, 32, PRESETS["simclr"], g, torch.device("cpu"))
+    corners = torch.tensor([[-1.0, -1, 1], [1, 1, 1], [-1, 1, 1], [1, -1, 1]]).T  # (3, 4)
+    mapped = theta @ corners  # (n, 2, 4) input coordinates of the output corners
+    assert mapped.abs().max() <= 1 + 1e-5
+    area = (theta[:, 0, 0].abs() * theta[:, 1, 1]).mean()
+    assert 0.4 < area < 0.8  # uniform scale in [0.2, 1] has mean 0.6
+
+
+def test_none_preset_is_normalisation_only():
+    x = images(4, 3, 16)
+    aug = MultiViewAugment("none", 2, [0.1, 0.2, 0.3], [0.5, 0.5, 0.5])
+    out = aug(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(out[:, 1], normalize(x, [0.1, 0.2, 0.3], [0.5] * 3))
+
+
+def test_colour_jitter_identity_at_zero_strength_and_grey_input():
+    x = torch.rand(5, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(colour_jitter(x, (0, 0, 0, 0), 1.0, g), x, atol=1e-5)
+    grey = torch.rand(5, 1, 8, 8)
+    out = colour_jitter(grey, (0.4, 0.4, 0.4, 0.1), 1.0, g)
+    assert out.shape == grey.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_blur_keeps_constant_images_and_smooths_noise():
+    g = torch.Generator().manual_seed(0)
+    const = torch.full((3, 3, 96, 96), 0.7)
+    assert torch.allclose(gaussian_blur(const, 1.0, g), const, atol=1e-5)
+    noise = torch.rand(3, 3, 96, 96)
+    assert gaussian_blur(noise, 1.0, g).std() < noise.std()
+    assert torch.equal(gaussian_blur(noise, 0.0, g), noise)

@@ -1,0 +1,127 @@
+import json
+
+import pytest
+import torch
+
+from contrastkit.errors import ContrastkitError
+from contrastkit.train import linear_probe, pretrain
+from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.train.config import PretrainConfig, from_dict
+from contrastkit.train.pretrain import epoch_batches
+
+TINY = {"limit": 64, "batch_size": 32, "epochs": 1, "quiet": True, "knn_k": 10, "device": "cpu"}
+
+
+@pytest.mark.parametrize("method", ["simclr", "supcon", "ce"])
+def test_one_epoch_per_method(tmp_path, method):
+    out = tmp_path / method
+    r = pretrain(data="digits", method=method, out=str(out), **TINY)
+    assert r.epochs == 1 and r.knn_acc is not None and 0 <= r.knn_acc <= 1
+    assert r.loss == r.loss  # not NaN
+    for name in ["config.yaml", "metrics.jsonl", "checkpoints/last.pt", "similarity.npz"]:
+        assert (out / name).is_file(), name
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["finished"] and ckpt["step"] == 2 and ckpt["config"]["method"] == method
+    assert set(ckpt["rng"]) >= {"python", "numpy", "torch", "augment"}
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s["kind"] for s in steps] == ["step", "step", "epoch"]
+    text = (out / "config.yaml").read_text()
+    assert "git_sha" in text and "torch:" in text and "seed: 0" in text
+
+
+def test_pretrain_on_a_dataset_object_and_probe_it(tmp_path):
+    class Blobs(torch.utils.data.Dataset):
+        def __init__(self, n):
+            g = torch.Generator().manual_seed(n)
+            self.y = torch.randint(0, 2, (n,), generator=g)
+            self.x = torch.rand(n, 1, 12, 12, generator=g) * 0.3 + self.y.view(-1, 1, 1, 1) * 0.6
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return self.x[i], int(self.y[i])
+
+    train, test = Blobs(40), Blobs(20)
+    out = tmp_path / "obj"
+    r = pretrain(
+        data=train,
+        test_data=test,
+        method="supcon",
+        out=str(out),
+        epochs=2,
+        batch_size=16,
+        quiet=True,
+        device="cpu",
+    )
+    assert r.knn_acc is not None
+    probe = linear_probe(out, train_data=train, test_data=test, epochs=5, device="cpu")
+    assert probe["n_train"] == 40 and probe["test_acc"] >= 0.9
+    with pytest.raises(ContrastkitError, match="Dataset object"):
+        linear_probe(out, device="cpu")
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ContrastkitError, match="unknown option"):
+        pretrain(data="digits", epoch=3)
+    with pytest.raises(ContrastkitError, match="batch size must be >= 2"):
+        pretrain(data="digits", batch_size=1, out=str(tmp_path / "a"))
+    with pytest.raises(ContrastkitError, match="unknown method"):
+        pretrain(data="digits", method="byol", out=str(tmp_path / "b"))
+    with pytest.raises(ContrastkitError, match="unknown model"):
+        pretrain(data="digits", model="vit", out=str(tmp_path / "c"), **TINY)
+    with pytest.raises(ContrastkitError, match="unknown data set"):
+        pretrain(data="imagenet", out=str(tmp_path / "d"))
+    with pytest.raises(ContrastkitError, match="must be int"):
+        from_dict(PretrainConfig, {"epochs": "ten"})
+
+
+def test_supcon_and_ce_need_labels(tmp_path):
+    class Unlabelled(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.rand(1, 8, 8), None
+
+    for method in ["supcon", "ce"]:
+        with pytest.raises(ContrastkitError, match="needs labels"):
+            pretrain(data=Unlabelled(), method=method, out=str(tmp_path / method), batch_size=4)
+    r = pretrain(
+        data=Unlabelled(),
+        method="simclr",
+        out=str(tmp_path / "s"),
+        batch_size=4,
+        epochs=1,
+        quiet=True,
+    )
+    assert r.knn_acc is None  # no labels: no monitor
+
+
+def test_existing_run_is_never_overwritten_and_resume_checks_options(tmp_path):
+    out = tmp_path / "run"
+    pretrain(data="digits", method="ce", out=str(out), **TINY)
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ContrastkitError, match="already exists"):
+        pretrain(data="digits", method="ce", out=str(out), **TINY)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+    with pytest.raises(ContrastkitError, match="cannot resume with different options: epochs"):
+        pretrain(out=str(out), resume=True, epochs=5)
+    with pytest.raises(ContrastkitError, match="cannot resume"):
+        pretrain(out=str(tmp_path / "never"), resume=True)
+    # resuming a finished run trains nothing and changes nothing
+    r = pretrain(out=str(out), resume=True, quiet=True)
+    assert r.epochs == 1
+    assert torch.equal(
+        load_checkpoint(out / "checkpoints" / "last.pt")["encoder"]["features.0.weight"],
+        torch.load(__import__("io").BytesIO(before), weights_only=False)["encoder"][
+            "features.0.weight"
+        ],
+    )
+
+
+def test_epoch_batches_drop_last_and_small_sets():
+    batches = epoch_batches(70, 32, seed=0, epoch=0)
+    assert [len(b) for b in batches] == [32, 32]
+    assert len(set(torch.cat(batches).tolist())) == 64
+    assert [len(b) for b in epoch_batches(10, 32, seed=0, epoch=0)] == [10]
