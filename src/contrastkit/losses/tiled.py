@@ -58,9 +58,12 @@ __all__ = [
     "tiled_log_sum_exp",
 ]
 
-#: Tile edge T used when ``tile_size=None``; measured on the 2-core benchmark machine
-#: (``benchmarks/losses.py --tile-sweep``, see ``benchmarks/README.md``).
-DEFAULT_TILE_SIZE = 1024
+#: Tile edge T used when ``tile_size=None``. Measured on the 2-core benchmark machine, fwd + bwd
+#: at 8,192 views timed round-robin in one process (``benchmarks/losses.py --tile-sweep``), time
+#: relative to the best of T ∈ {384, 512, 768, 1024}: NT-Xent 1.13 / 1.09 / 1.00 / 1.06 (1 thread)
+#: and 1.13 / 1.10 / 1.00 / 1.03 (2 threads); InfoNCE 1.00 / 1.10 / 1.01 / 1.15 and
+#: 1.07 / 1.10 / 1.00 / 1.01. A 768² float32 tile is 2.25 MiB.
+DEFAULT_TILE_SIZE = 768
 
 
 #: ``impl="auto"`` uses the tiled loss from this many anchor-contrast pairs (A·C) on; below it
