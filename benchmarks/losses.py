@@ -198,7 +198,7 @@ def child(args: argparse.Namespace) -> None:
         from contrastkit.losses.tiled import DEFAULT_TILE_SIZE
 
         tile = args.tile_size or DEFAULT_TILE_SIZE
-    value = float("nan")
+    value = step() if args.warmup else float("nan")  # untimed: first-call allocations
     for _ in range(args.repeats):
         before = _gemm_rate(tile, args.views) if tiled else 0.0
         start = time.perf_counter()
@@ -218,6 +218,7 @@ def child(args: argparse.Namespace) -> None:
         "all_seconds": times,
         "peak_rss_mib": (_peak_bytes() - baseline) / 2**20,
         "loss": value,
+        "load_average": os.getloadavg()[0],
     }
     if tiled:
         record["bound_seconds"] = statistics.median(bounds)
@@ -239,9 +240,17 @@ def _rss_bytes(pid: int) -> int:
 
 
 def run_one(
-    method: str, views: int, repeats: int, tile_size: int | None, cap: int, timeout: float
+    method: str,
+    views: int,
+    repeats: int,
+    tile_size: int | None,
+    cap: int,
+    timeout: float,
+    warmup: bool = False,
 ) -> dict:
     cmd = [sys.executable, __file__, "--child", method, str(views), "--repeats", str(repeats)]
+    if warmup:
+        cmd.append("--warmup")
     if tile_size:
         cmd += ["--tile-size", str(tile_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
@@ -281,25 +290,62 @@ def _predict(history: list[dict], method: str, views: int) -> tuple[float, float
     return last["peak_rss_mib"] * 2**20 * ratio**p, last["seconds"] * ratio ** max(p, 2)
 
 
+def _merge(rounds: list[dict]) -> dict:
+    """One record from the rounds of a configuration: median time, max memory."""
+    done = [r for r in rounds if "seconds" in r]
+    if not done:
+        return rounds[-1]
+    merged = dict(done[-1])
+    merged["all_seconds"] = [t for r in done for t in r["all_seconds"]]
+    merged["seconds"] = statistics.median(merged["all_seconds"])
+    merged["peak_rss_mib"] = max(r["peak_rss_mib"] for r in done)
+    merged["load_average"] = [r["load_average"] for r in done]
+    if "x_bound" in merged:
+        merged["x_bound"] = statistics.median(r["x_bound"] for r in done)
+        merged["bound_seconds"] = statistics.median(r["bound_seconds"] for r in done)
+    return merged
+
+
 def schedule(args: argparse.Namespace) -> list[dict]:
+    """Run every size; at each size, the methods take turns, one fresh process per turn.
+
+    Rounds (A B C, A B C, ...) rather than repeats in a row (A A A, B B B) put every method under
+    the same drift of the shared machine's load; the median over rounds is reported.
+    """
     methods = args.methods.split(",") if args.methods else list(METHODS)
     sizes = [s for s in SIZES if s <= args.max_views]
     results: list[dict] = []
     for views in sizes:
+        runnable, skipped = [], []
         for method in methods:
             base = {"method": method, "group": METHODS[method][0], "views": views}
             mem, sec = _predict(results, method, views)
             if any(r["method"] == method and "skipped" in r for r in results):
-                rec = {**base, "skipped": "skipped: could not run at a smaller size"}
+                skipped.append({**base, "skipped": "skipped: could not run at a smaller size"})
             elif mem > args.cap_gib * GIB:
-                rec = {**base, "skipped": f"skipped: predicted {mem / GIB:.0f} GiB > cap"}
+                skipped.append({**base, "skipped": f"skipped: predicted {mem / GIB:.0f} GiB > cap"})
             elif sec > args.max_seconds:
-                rec = {**base, "skipped": f"skipped: predicted {sec:.0f} s per run"}
+                skipped.append({**base, "skipped": f"skipped: predicted {sec:.0f} s per run"})
             else:
-                repeats = args.repeats if views <= 65536 else max(1, args.repeats - 1)
-                rec = run_one(
-                    method, views, repeats, args.tile_size, int(args.cap_gib * GIB), args.timeout
+                runnable.append(method)
+        rounds = args.repeats if views <= 65536 else max(1, args.repeats - 1)
+        turns: dict[str, list[dict]] = {m: [] for m in runnable}
+        for _ in range(rounds):
+            for method in runnable:
+                if turns[method] and "skipped" in turns[method][-1]:
+                    continue
+                turns[method].append(
+                    run_one(
+                        method,
+                        views,
+                        1,
+                        args.tile_size,
+                        int(args.cap_gib * GIB),
+                        args.timeout,
+                        warmup=views <= 8192,
+                    )
                 )
+        for rec in skipped + [_merge(turns[m]) for m in runnable]:
             results.append(rec)
             print(json.dumps(rec), flush=True)
             if args.out:
@@ -337,12 +383,13 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "VIEWS"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-views", type=int, default=SIZES[-1])
     parser.add_argument("--quick", action="store_true", help="up to 8,192 views, 3 repeats")
     parser.add_argument(
         "--methods", default="", help="comma-separated subset of " + ",".join(METHODS)
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per size (median)")
     parser.add_argument("--tile-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (default 2)")
     parser.add_argument("--cap-gib", type=float, default=16.0, help="memory cap per run")
