@@ -14,29 +14,31 @@ The two terms are computed apart:
   log-sum-exp); its backward recomputes each tile and turns it into softmax weights, so at most
   two T × T buffers exist at any time.
 
-Two such functions exist:
+Two such functions exist, both in base 2 (logits scaled by log₂e so every tile uses ``exp2``,
+about 3× cheaper than ``exp`` on the benchmark CPU), both with the per-row shift folded into the
+GEMM as an extra column (so a shifted tile costs no extra pass):
 
 * :class:`_RectangularLSE`, anchors (A, D) against contrasts (C, D), each anchor excluding at most
-  one contrast (itself). Forward: online (running-max) log-sum-exp, safe for any input scale.
-  Backward: ``exp(S − L_i)`` through one GEMM with the shift folded in (an extra column), which
-  never overflows. This is the contract the distributed loss uses (local anchors vs gathered
-  contrasts).
+  one contrast (itself). Forward shift: the Cauchy-Schwarz bound |a_i|·max|c|/τ ≥ every logit of
+  the row. Backward shift: lse_i itself, so the GEMM yields log₂ P ≤ 0. This is the contract the
+  distributed loss uses (local anchors against the gathered contrasts of every rank).
 * :class:`_SymmetricLSE`, the anchors-are-contrasts case (NT-Xent, SupCon with
   ``contrast_mode="all"``). The matrix is symmetric, so only tiles (I, J ≥ I) are visited and each
-  serves rows I and rows J: half the GEMMs of the rectangular form. One ``exp`` per tile serves
+  serves rows I and rows J: half the GEMMs of the rectangular form. One ``exp2`` per tile serves
   both because the shift is symmetric: the forward uses the Gaussian-kernel bound
-  s_ij − ½|y_i|² − ½|y_j|² = −½|y_i − y_j|² ≤ 0, the backward ½(L_i + L_j) ≥ s_ij; the row and
-  column factors that remain are rank-one and applied to vectors, not to the tile. Rows whose
-  fixed-shift sum would lose precision (tiny temperature, rows far from every other) are
-  recomputed exactly by the rectangular function, and the backward falls back to it when the
-  log-sum-exps spread too widely for the shared shift; so the symmetric path is as robust as the
-  rectangular one.
+  s_ij − ½|y_i|² − ½|y_j|² = −½|y_i − y_j|² ≤ 0, the backward ½(L_i + L_j) ≥ s_ij; what remains
+  is a rank-one factor on vectors (forward) and a rank-two scaling of the tile (backward).
 
-Temperature: the functions see y = z/√τ (symmetric) or q = a/τ (rectangular); the division
-happens in autograd outside, so dℓ/dτ is exact without a special case.
+Robustness: a fixed shift can underflow (tiny τ, rows far from every other; HobbitLong #100).
+Every row whose shifted sum is below √tiny is redone exactly by an online running-max
+log-sum-exp; the symmetric forward goes rectangular when the row norms are too unequal for one
+shared shift, and the symmetric backward when the log-sum-exps spread too widely.
 
-Device: only tensor operations on the inputs' device (no copy to the host, no NumPy), so the same code
-runs on CUDA; a few ``bool(...)`` checks synchronise once per call to pick the robust path.
+Temperature: τ is an input of both Functions; the loss depends on τ only through a/τ (or z/√τ),
+so dℓ/dτ = −(p/τ) Σ x·dℓ/dx is exact and O(N·D).
+
+Device: only tensor operations on the inputs' device (no copy to the host, no NumPy), so the same
+code runs on CUDA; a few ``bool(...)``/``int(...)`` checks synchronise to pick the robust path.
 """
 
 from __future__ import annotations
