@@ -446,6 +446,51 @@ def tiled_log_sum_exp(
     return _RectangularLSE.apply(anchors, contrasts, temperature, self_index.long(), t)
 
 
+class _PositiveSums(torch.autograd.Function):
+    """pos_i = a_i·(S_{k(i)} − w_i c_{self(i)}), S_k = Σ_{c: k(c)=k} c_c, w_i ∈ {0, 1}.
+
+    The positive-logit sum of every anchor from per-class sums, in O((A + C)·D). A Function rather
+    than autograd so that it saves only the (K, D) class sums (autograd would keep two (A, D)
+    gathers alive until the backward, which at 131,072 views is 128 MiB each).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        anchors: Tensor,
+        contrasts: Tensor,
+        anchor_cls: Tensor,
+        contrast_cls: Tensor,
+        self_col: Tensor,
+        self_weight: Tensor,
+        num_classes: int,
+    ) -> Tensor:
+        sums = anchors.new_zeros(num_classes, anchors.shape[1])
+        sums.index_add_(0, contrast_cls, contrasts)  # (K, D)
+        pos = torch.linalg.vecdot(anchors, sums.index_select(0, anchor_cls))  # (A,)
+        pos.sub_(self_weight * torch.linalg.vecdot(anchors, contrasts.index_select(0, self_col)))
+        ctx.save_for_backward(anchors, contrasts, anchor_cls, contrast_cls, self_col, self_weight)
+        ctx.sums = sums
+        return pos
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        anchors, contrasts, anchor_cls, contrast_cls, self_col, self_weight = ctx.saved_tensors
+        need_a, need_c = ctx.needs_input_grad[:2]
+        da = dc = None
+        if need_a:  # d pos_i / d a_i = S_{k(i)} − w_i c_self(i)
+            da = ctx.sums.index_select(0, anchor_cls).mul_(grad[:, None])
+            tmp = contrasts.index_select(0, self_col).mul_((grad * self_weight)[:, None])
+            da.sub_(tmp)
+            del tmp
+        if need_c:  # d/d c_j = Σ_{i: k(i)=k(j)} g_i a_i − Σ_{i: self(i)=j} g_i w_i a_i
+            ga = anchors * grad[:, None]  # (A, D)
+            per_class = anchors.new_zeros(ctx.sums.shape).index_add_(0, anchor_cls, ga)
+            dc = per_class.index_select(0, contrast_cls)  # (C, D)
+            dc.index_add_(0, self_col, ga.mul_(-self_weight[:, None]))
+        return da, dc, None, None, None, None, None
+
+
 def _positive_logit_sums(
     anchors: Tensor,
     contrasts: Tensor,
@@ -463,16 +508,16 @@ def _positive_logit_sums(
     )
     anchor_cls, contrast_cls = inverse[:a], inverse[a:]  # dense class ids in [0, K)
     k = classes.shape[0]
-    sums = torch.zeros(k, contrasts.shape[1], dtype=contrasts.dtype, device=contrasts.device)
-    sums = sums.index_add(0, contrast_cls, contrasts)  # (K, D) Σ of each class's contrasts
     counts = torch.bincount(contrast_cls, minlength=k)  # (K,)
     # the anchor itself is not its own positive: remove it where it is a contrast of its class
     has_self = self_index >= 0  # (A,)
     self_col = self_index.clamp(min=0)  # (A,)
     self_same = has_self & (contrast_cls[self_col] == anchor_cls)  # (A,)
-    positives = sums[anchor_cls] - contrasts[self_col] * self_same[:, None].to(contrasts.dtype)
+    positive_sum = _PositiveSums.apply(
+        anchors, contrasts, anchor_cls, contrast_cls, self_col, self_same.to(anchors.dtype), k
+    )
     num_positives = counts[anchor_cls] - self_same.long()  # (A,)
-    return (anchors * positives).sum(1), num_positives
+    return positive_sum, num_positives
 
 
 def row_log_probs_tiled(
