@@ -313,7 +313,7 @@ def schedule(args: argparse.Namespace) -> list[dict]:
     the same drift of the shared machine's load; the median over rounds is reported.
     """
     methods = args.methods.split(",") if args.methods else list(METHODS)
-    sizes = [s for s in SIZES if s <= args.max_views]
+    sizes = [s for s in SIZES if args.min_views <= s <= args.max_views]
     results: list[dict] = []
     for views in sizes:
         runnable, skipped = [], []
@@ -321,7 +321,7 @@ def schedule(args: argparse.Namespace) -> list[dict]:
             base = {"method": method, "group": METHODS[method][0], "views": views}
             mem, sec = _predict(results, method, views)
             if any(r["method"] == method and "skipped" in r for r in results):
-                skipped.append({**base, "skipped": "skipped: could not run at a smaller size"})
+                skipped.append({**base, "skipped": "skipped (skipped or failed at a smaller size)"})
             elif mem > args.cap_gib * GIB:
                 skipped.append({**base, "skipped": f"skipped: predicted {mem / GIB:.0f} GiB > cap"})
             elif sec > args.max_seconds:
@@ -385,6 +385,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "VIEWS"), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-views", type=int, default=SIZES[-1])
+    parser.add_argument("--min-views", type=int, default=SIZES[0])
     parser.add_argument("--quick", action="store_true", help="up to 8,192 views, 3 repeats")
     parser.add_argument(
         "--methods", default="", help="comma-separated subset of " + ",".join(METHODS)
@@ -400,6 +401,7 @@ def main() -> None:
     parser.add_argument("--out", default="", help="also append the JSON lines to this file")
     parser.add_argument("--crossover", action="store_true", help="dense vs tiled, small sizes")
     parser.add_argument("--tile-sweep", action="store_true", help="tiled time per tile size")
+    parser.add_argument("--table", default="", help="print the table of a saved --out file")
     args = parser.parse_args()
     if args.threads != THREADS:  # children read it from the environment
         os.environ["CK_BENCH_THREADS"] = str(args.threads)
@@ -407,6 +409,9 @@ def main() -> None:
     if args.child:
         args.method, args.views = args.child[0], int(args.child[1])
         child(args)
+        return
+    if args.table:
+        print(table([json.loads(line) for line in Path(args.table).read_text().splitlines()]))
         return
     if args.quick:
         args.max_views = min(args.max_views, 8192)
