@@ -46,7 +46,7 @@ from pathlib import Path
 
 D = 128
 TAU = 0.1
-THREADS = 2
+THREADS = int(os.environ.get("CK_BENCH_THREADS", "2"))  # --threads sets it for the children
 SIZES = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
 GIB = 1024**3
 
@@ -152,11 +152,11 @@ def _build(method: str, views: int, tile_size: int | None) -> tuple[Callable[[],
     return step, x
 
 
-def _gemm_seconds(tile: int, views: int, symmetric: bool, budget: float = 0.3) -> float:
-    """Seconds the minimal algorithm's GEMMs take at the throughput measured right now.
+def _gemm_rate(tile: int, views: int, budget: float = 0.25) -> float:
+    """GEMM FLOP/s measured now on the algorithm's tile products.
 
-    Times the tile products the algorithm runs: (T, D+2)·(D+2, T) for the logits and
-    (T, T)·(T, D) plus its transpose for the gradients, then scales FLOPs to the full problem.
+    Times the products a tile runs: (T, D+2)·(D+2, T) for the logits and (T, T)·(T, D) plus its
+    transpose for the gradients.
     """
     import torch
 
@@ -174,10 +174,15 @@ def _gemm_seconds(tile: int, views: int, symmetric: bool, budget: float = 0.3) -
         torch.mm(p, y, out=out_g)
         torch.mm(p.T, y, out=out_g)
         flops += 2.0 * t * t * D * 3
-    rate = flops / (time.perf_counter() - start)
-    n = views if symmetric else views // 2
-    total = 4.0 * n * n * D if symmetric else 8.0 * n * n * D
-    return total / rate
+    return flops / (time.perf_counter() - start)
+
+
+def _minimal_flops(views: int, symmetric: bool) -> float:
+    """GEMM FLOPs of the minimal exact O(N)-memory algorithm (see the module docstring)."""
+    if symmetric:
+        return 4.0 * views * views * D
+    n = views // 2
+    return 8.0 * n * n * D
 
 
 def child(args: argparse.Namespace) -> None:
@@ -193,13 +198,15 @@ def child(args: argparse.Namespace) -> None:
         from contrastkit.losses.tiled import DEFAULT_TILE_SIZE
 
         tile = args.tile_size or DEFAULT_TILE_SIZE
-    value = float("nan")
+    value = step() if args.warmup else float("nan")  # untimed: first-call allocations
     for _ in range(args.repeats):
-        if tiled:
-            bounds.append(_gemm_seconds(tile, args.views, args.method == "ck-tiled"))
+        before = _gemm_rate(tile, args.views) if tiled else 0.0
         start = time.perf_counter()
         value = step()
         times.append(time.perf_counter() - start)
+        if tiled:  # the load drifts: the rate is measured on both sides of the run
+            rate = 0.5 * (before + _gemm_rate(tile, args.views))
+            bounds.append(_minimal_flops(args.views, args.method == "ck-tiled") / rate)
     record = {
         "method": args.method,
         "group": METHODS[args.method][0],
@@ -211,6 +218,7 @@ def child(args: argparse.Namespace) -> None:
         "all_seconds": times,
         "peak_rss_mib": (_peak_bytes() - baseline) / 2**20,
         "loss": value,
+        "load_average": os.getloadavg()[0],
     }
     if tiled:
         record["bound_seconds"] = statistics.median(bounds)
@@ -232,9 +240,17 @@ def _rss_bytes(pid: int) -> int:
 
 
 def run_one(
-    method: str, views: int, repeats: int, tile_size: int | None, cap: int, timeout: float
+    method: str,
+    views: int,
+    repeats: int,
+    tile_size: int | None,
+    cap: int,
+    timeout: float,
+    warmup: bool = False,
 ) -> dict:
     cmd = [sys.executable, __file__, "--child", method, str(views), "--repeats", str(repeats)]
+    if warmup:
+        cmd.append("--warmup")
     if tile_size:
         cmd += ["--tile-size", str(tile_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
@@ -274,25 +290,62 @@ def _predict(history: list[dict], method: str, views: int) -> tuple[float, float
     return last["peak_rss_mib"] * 2**20 * ratio**p, last["seconds"] * ratio ** max(p, 2)
 
 
+def _merge(rounds: list[dict]) -> dict:
+    """One record from the rounds of a configuration: median time, max memory."""
+    done = [r for r in rounds if "seconds" in r]
+    if not done:
+        return rounds[-1]
+    merged = dict(done[-1])
+    merged["all_seconds"] = [t for r in done for t in r["all_seconds"]]
+    merged["seconds"] = statistics.median(merged["all_seconds"])
+    merged["peak_rss_mib"] = max(r["peak_rss_mib"] for r in done)
+    merged["load_average"] = [r["load_average"] for r in done]
+    if "x_bound" in merged:
+        merged["x_bound"] = statistics.median(r["x_bound"] for r in done)
+        merged["bound_seconds"] = statistics.median(r["bound_seconds"] for r in done)
+    return merged
+
+
 def schedule(args: argparse.Namespace) -> list[dict]:
+    """Run every size; at each size, the methods take turns, one fresh process per turn.
+
+    Rounds (A B C, A B C, ...) rather than repeats in a row (A A A, B B B) put every method under
+    the same drift of the shared machine's load; the median over rounds is reported.
+    """
     methods = args.methods.split(",") if args.methods else list(METHODS)
-    sizes = [s for s in SIZES if s <= args.max_views]
+    sizes = [s for s in SIZES if args.min_views <= s <= args.max_views]
     results: list[dict] = []
     for views in sizes:
+        runnable, skipped = [], []
         for method in methods:
             base = {"method": method, "group": METHODS[method][0], "views": views}
             mem, sec = _predict(results, method, views)
             if any(r["method"] == method and "skipped" in r for r in results):
-                rec = {**base, "skipped": "skipped: could not run at a smaller size"}
+                skipped.append({**base, "skipped": "skipped (skipped or failed at a smaller size)"})
             elif mem > args.cap_gib * GIB:
-                rec = {**base, "skipped": f"skipped: predicted {mem / GIB:.0f} GiB > cap"}
+                skipped.append({**base, "skipped": f"skipped: predicted {mem / GIB:.0f} GiB > cap"})
             elif sec > args.max_seconds:
-                rec = {**base, "skipped": f"skipped: predicted {sec:.0f} s per run"}
+                skipped.append({**base, "skipped": f"skipped: predicted {sec:.0f} s per run"})
             else:
-                repeats = args.repeats if views <= 65536 else max(1, args.repeats - 1)
-                rec = run_one(
-                    method, views, repeats, args.tile_size, int(args.cap_gib * GIB), args.timeout
+                runnable.append(method)
+        rounds = args.repeats if views <= 65536 else max(1, args.repeats - 1)
+        turns: dict[str, list[dict]] = {m: [] for m in runnable}
+        for _ in range(rounds):
+            for method in runnable:
+                if turns[method] and "skipped" in turns[method][-1]:
+                    continue
+                turns[method].append(
+                    run_one(
+                        method,
+                        views,
+                        1,
+                        args.tile_size,
+                        int(args.cap_gib * GIB),
+                        args.timeout,
+                        warmup=views <= 8192,
+                    )
                 )
+        for rec in skipped + [_merge(turns[m]) for m in runnable]:
             results.append(rec)
             print(json.dumps(rec), flush=True)
             if args.out:
@@ -330,13 +383,16 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "VIEWS"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-views", type=int, default=SIZES[-1])
+    parser.add_argument("--min-views", type=int, default=SIZES[0])
     parser.add_argument("--quick", action="store_true", help="up to 8,192 views, 3 repeats")
     parser.add_argument(
         "--methods", default="", help="comma-separated subset of " + ",".join(METHODS)
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per size (median)")
     parser.add_argument("--tile-size", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (default 2)")
     parser.add_argument("--cap-gib", type=float, default=16.0, help="memory cap per run")
     parser.add_argument(
         "--max-seconds", type=float, default=240.0, help="skip runs predicted slower"
@@ -345,10 +401,17 @@ def main() -> None:
     parser.add_argument("--out", default="", help="also append the JSON lines to this file")
     parser.add_argument("--crossover", action="store_true", help="dense vs tiled, small sizes")
     parser.add_argument("--tile-sweep", action="store_true", help="tiled time per tile size")
+    parser.add_argument("--table", default="", help="print the table of a saved --out file")
     args = parser.parse_args()
+    if args.threads != THREADS:  # children read it from the environment
+        os.environ["CK_BENCH_THREADS"] = str(args.threads)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     if args.child:
         args.method, args.views = args.child[0], int(args.child[1])
         child(args)
+        return
+    if args.table:
+        print(table([json.loads(line) for line in Path(args.table).read_text().splitlines()]))
         return
     if args.quick:
         args.max_views = min(args.max_views, 8192)

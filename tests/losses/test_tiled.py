@@ -15,6 +15,7 @@ import torch
 from contrastkit.losses import info_nce, nt_xent, reference, supcon, tiled
 from contrastkit.losses._rows import row_log_probs
 from contrastkit.losses.tiled import (
+    _PositiveSums,
     _RectangularLSE,
     _SymmetricLSE,
     row_log_probs_tiled,
@@ -110,6 +111,19 @@ def test_gradcheck_symmetric(tile):
     y = torch.randn(9, 4, generator=_gen(10), dtype=F64, requires_grad=True)
     tau = torch.tensor(0.7, dtype=F64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, t: _SymmetricLSE.apply(x, t, tile), (y, tau))
+
+
+def test_gradcheck_positive_sums():
+    a = torch.randn(6, 3, generator=_gen(34), dtype=F64, requires_grad=True)
+    c = torch.randn(8, 3, generator=_gen(35), dtype=F64, requires_grad=True)
+    anchor_cls = torch.tensor([0, 1, 2, 1, 0, 3])
+    contrast_cls = torch.tensor([1, 0, 0, 2, 1, 3, 3, 0])
+    self_col = torch.tensor([1, 0, 3, 4, 2, 7])
+    weight = (contrast_cls[self_col] == anchor_cls).to(F64)
+    assert torch.autograd.gradcheck(
+        lambda x, y: _PositiveSums.apply(x, y, anchor_cls, contrast_cls, self_col, weight, 4),
+        (a, c),
+    )
 
 
 def test_gradcheck_fallback_paths():
