@@ -38,7 +38,7 @@ from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
 from contrastkit.train.optim import build_optimizer
-from contrastkit.train.recipes import method_defaults
+from contrastkit.train.recipes import data_defaults, method_defaults
 from contrastkit.train.schedules import warmup_cosine
 
 CUSTOM_DATA = "<dataset object>"
@@ -123,6 +123,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.limit is not None and cfg.limit < 2:
         raise ContrastkitError(f"limit must be >= 2, got {cfg.limit}")
     defaults = method_defaults(cfg.method, cfg.optimizer)
+    defaults["knn_k"] = data_defaults(CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     cfg = replace(cfg, **filled)
     if data_is_object:
@@ -357,7 +358,7 @@ def knn_monitor(
         test,
         data.test.labels,
         num_classes=data.shape.num_classes,
-        k=cfg.knn_k,
+        k=cfg.knn_k or 200,
         t=cfg.knn_t,
     )
 
