@@ -9,8 +9,9 @@ from torch import Tensor, nn
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
 from contrastkit.losses._validate import Temperature
+from contrastkit.losses.tiled import auto_is_tiled, tiled_log_sum_exp
 
-IMPLS = ("auto", "reference", "dense")
+IMPLS = ("auto", "reference", "dense", "tiled")
 
 
 def info_nce(
@@ -23,6 +24,7 @@ def info_nce(
     normalize: bool = True,
     reduction: str = "mean",
     impl: str = "auto",
+    tile_size: int | None = None,
 ) -> Tensor:
     r"""InfoNCE: cross-entropy of each query's positive key against its candidate keys.
 
@@ -43,7 +45,11 @@ def info_nce(
         negative_mode: ``"unpaired"`` or ``"paired"``; used when negatives are given.
         normalize: L2-normalise queries and keys first. Default True.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-query losses, shape (N,)).
-        impl: ``"dense"``, ``"reference"`` (loop oracle) or ``"auto"``. Default ``"auto"``.
+        impl: ``"dense"`` (the (N, N) or (N, 1 + M) logit matrix), ``"tiled"`` (O((N + M)·D)
+            memory, :mod:`contrastkit.losses.tiled`; paired negatives are already O(N·M) =
+            O(input / D) and use the dense formula), ``"reference"`` (loop oracle) or ``"auto"``
+            (dense for small batches, tiled from a measured size on). Default ``"auto"``.
+        tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
 
     Returns:
         A 0-dim tensor, or shape (N,) for ``reduction="none"`` (float64 for float64 inputs, else
@@ -75,6 +81,20 @@ def info_nce(
     q = prepare(query, normalize)
     k = prepare(positive_key, normalize, q.dtype)
     tau = as_tensor_temperature(temperature, q)
+    keys = q.shape[0] if negative_keys is None else negative_keys.shape[-2]
+    paired = negative_keys is not None and negative_mode == "paired"
+    if not paired and (impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys))):
+        positive_logits = (q * k).sum(1) / tau  # (N,)
+        if negative_keys is None:  # every key is in the denominator, the positive among them
+            log_denominator = tiled_log_sum_exp(q, k, None, tau, tile_size=tile_size)
+        else:
+            neg = prepare(negative_keys, normalize, q.dtype)  # (M, D)
+            negative_lse = tiled_log_sum_exp(q, neg, None, tau, tile_size=tile_size)  # (N,)
+            log_denominator = torch.logaddexp(positive_logits, negative_lse)
+        losses = log_denominator - positive_logits  # (N,)
+        if reduction == "none":
+            return losses
+        return losses.mean() if reduction == "mean" else losses.sum()
     if negative_keys is None:
         logits = q @ k.T  # (N, N); the positive of row i is column i
         target = torch.arange(q.shape[0], device=q.device)
@@ -101,8 +121,10 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         reduction: str = "mean",
         impl: str = "auto",
+        tile_size: int | None = None,
     ):
         super().__init__()
+        self.tile_size = tile_size
         self.temperature = _validate.temperature(temperature)
         self.negative_mode = _validate.choice(
             "negative_mode", negative_mode, ("unpaired", "paired")
@@ -124,6 +146,7 @@ class InfoNCELoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             impl=self.impl,
+            tile_size=self.tile_size,
         )
 
     def extra_repr(self) -> str:

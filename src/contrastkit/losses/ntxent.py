@@ -7,9 +7,11 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
+from contrastkit.losses._rows import row_log_probs
 from contrastkit.losses._validate import Temperature
+from contrastkit.losses.tiled import auto_is_tiled, self_row_log_probs_tiled
 
-IMPLS = ("auto", "reference", "dense")
+IMPLS = ("auto", "reference", "dense", "tiled")
 
 
 def nt_xent(
@@ -19,6 +21,7 @@ def nt_xent(
     *,
     normalize: bool = True,
     impl: str = "auto",
+    tile_size: int | None = None,
 ) -> Tensor:
     r"""NT-Xent loss of SimCLR over the 2N views of N samples.
 
@@ -36,8 +39,10 @@ def nt_xent(
         temperature: τ > 0, a float or a 0-dim tensor (learnable: it receives a gradient).
             Default 0.5 (SimCLR).
         normalize: L2-normalise rows first (cosine similarity). Default True.
-        impl: ``"dense"`` (vectorised, builds the 2N × 2N matrix), ``"reference"`` (the loop
-            oracle) or ``"auto"`` (the fastest exact one). Default ``"auto"``.
+        impl: ``"dense"`` (vectorised, builds the 2N × 2N matrix), ``"tiled"`` (O(N·D) memory,
+            :mod:`contrastkit.losses.tiled`), ``"reference"`` (the loop oracle) or ``"auto"``
+            (dense for small batches, tiled from a measured size on). Default ``"auto"``.
+        tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
 
     Returns:
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
@@ -52,34 +57,57 @@ def nt_xent(
     impl = _validate.choice("impl", impl, IMPLS)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
+    if impl == "tiled" or (impl == "auto" and auto_is_tiled(2 * z1.shape[0], 2 * z1.shape[0])):
+        return _nt_xent_tiled(z1, z2, temperature, normalize, tile_size)
     return _nt_xent_dense(z1, z2, temperature, normalize)
 
 
 def _nt_xent_dense(z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool) -> Tensor:
     n = z1.shape[0]
-    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D)
-    logits = z @ z.T / as_tensor_temperature(temperature, z)  # (2N, 2N)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    # the log-sum-exp shift (inside torch.logsumexp) then ignores the self-similarity
-    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # (2N,)
-    positive = torch.arange(2 * n, device=z.device).roll(n)  # p(i) = i + N mod 2N
-    return (log_denominator - logits.gather(1, positive[:, None]).squeeze(1)).mean()
+    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
+    index = torch.arange(2 * n, device=z.device)  # (2N,)
+    r, _ = row_log_probs(z, z, index % n, index % n, index, as_tensor_temperature(temperature, z))
+    return -r.mean()  # every anchor has exactly one positive
+
+
+def _nt_xent_tiled(
+    z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool, tile_size: int | None
+) -> Tensor:
+    n = z1.shape[0]
+    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
+    classes = torch.arange(2 * n, device=z.device) % n  # (2N,)
+    tau = as_tensor_temperature(temperature, z)
+    r, _ = self_row_log_probs_tiled(z, classes, tau, tile_size=tile_size)
+    return -r.mean()
 
 
 class NTXentLoss(nn.Module):
     """Module form of :func:`nt_xent`: stores the hyperparameters, validates them once."""
 
     def __init__(
-        self, temperature: Temperature = 0.5, *, normalize: bool = True, impl: str = "auto"
+        self,
+        temperature: Temperature = 0.5,
+        *,
+        normalize: bool = True,
+        impl: str = "auto",
+        tile_size: int | None = None,
     ):
         super().__init__()
         self.temperature = _validate.temperature(temperature)
         self.normalize = normalize
         self.impl = _validate.choice("impl", impl, IMPLS)
+        self.tile_size = tile_size
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         """Compute the loss; see :func:`nt_xent`."""
-        return nt_xent(z1, z2, self.temperature, normalize=self.normalize, impl=self.impl)
+        return nt_xent(
+            z1,
+            z2,
+            self.temperature,
+            normalize=self.normalize,
+            impl=self.impl,
+            tile_size=self.tile_size,
+        )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``print(module)``."""

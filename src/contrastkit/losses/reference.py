@@ -156,7 +156,7 @@ def margin_pair(
         squared = sum((a[i, j] - b[i, j]) ** 2 for j in range(a.shape[1]))
         if bool(same[i]):
             losses.append(0.5 * squared)
-        elif float(squared) == 0.0:
+        elif float(squared.detach()) == 0.0:  # type: ignore[union-attr]
             losses.append(0.5 * margin**2 + 0.0 * squared)  # keep the graph; gradient 0 at d = 0
         else:
             d = torch.sqrt(squared)  # type: ignore[arg-type]

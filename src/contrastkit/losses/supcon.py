@@ -7,9 +7,11 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
+from contrastkit.losses._rows import row_log_probs
 from contrastkit.losses._validate import Temperature
+from contrastkit.losses.tiled import auto_is_tiled, row_log_probs_tiled, self_row_log_probs_tiled
 
-IMPLS = ("auto", "reference", "dense")
+IMPLS = ("auto", "reference", "dense", "tiled")
 
 
 def supcon(
@@ -21,6 +23,7 @@ def supcon(
     contrast_mode: str = "all",
     normalize: bool = True,
     impl: str = "auto",
+    tile_size: int | None = None,
 ) -> Tensor:
     r"""Supervised contrastive loss L_out of Khosla et al. (eq. 2).
 
@@ -47,8 +50,10 @@ def supcon(
         contrast_mode: ``"all"``: every view is an anchor; ``"one"``: only view 0 of each sample
             is an anchor, all N·V views are contrasts. Default ``"all"``.
         normalize: L2-normalise the features first. Default True.
-        impl: ``"dense"`` (vectorised, (N·V)² matrix), ``"reference"`` (loop oracle) or
-            ``"auto"``. Default ``"auto"``.
+        impl: ``"dense"`` (vectorised, (N·V)² matrix), ``"tiled"`` (O(N·V·D) memory,
+            :mod:`contrastkit.losses.tiled`), ``"reference"`` (loop oracle) or ``"auto"`` (dense
+            for small batches, tiled from a measured size on). Default ``"auto"``.
+        tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
 
     Returns:
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
@@ -72,17 +77,32 @@ def supcon(
             contrast_mode=contrast_mode,
             normalize=normalize,
         )
-    return _supcon_dense(features, labels, temperature, base_temperature, contrast_mode, normalize)
+    n, v, _ = features.shape
+    anchors = n if contrast_mode == "one" else n * v
+    tiled = impl == "tiled" or (impl == "auto" and auto_is_tiled(anchors, n * v))
+    return _supcon_fast(
+        features,
+        labels,
+        temperature,
+        base_temperature,
+        contrast_mode,
+        normalize,
+        tiled,
+        tile_size,
+    )
 
 
-def _supcon_dense(
+def _supcon_fast(
     features: Tensor,
     labels: Tensor | None,
     temperature: Temperature,
     base_temperature: Temperature | None,
     contrast_mode: str,
     normalize: bool,
+    tiled: bool,
+    tile_size: int | None,
 ) -> Tensor:
+    """Dense or tiled SupCon: only the r_i core differs, the rest is shared."""
     n, v, d = features.shape
     z = prepare(features, normalize)
     contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
@@ -90,24 +110,24 @@ def _supcon_dense(
     tau = as_tensor_temperature(temperature, z)
     classes = torch.arange(n, device=z.device) if labels is None else labels.to(z.device)
     classes = classes.repeat(v)  # (V·N,)
-    num_anchors = anchor.shape[0]
-    self_mask = torch.eye(num_anchors, v * n, dtype=torch.bool, device=z.device)  # (A, V·N)
-    positive = (classes[:num_anchors, None] == classes[None, :]) & ~self_mask  # (A, V·N)
-    num_positives = positive.sum(1)  # (A,)
+    index = torch.arange(anchor.shape[0], device=z.device)  # anchor a is contrast a
+    if not tiled:
+        r, num_positives = row_log_probs(
+            anchor, contrast, classes[: len(index)], classes, index, tau
+        )
+    elif contrast_mode == "all":  # anchors are the contrasts: the symmetric path
+        r, num_positives = self_row_log_probs_tiled(contrast, classes, tau, tile_size=tile_size)
+    else:
+        r, num_positives = row_log_probs_tiled(
+            anchor, contrast, classes[: len(index)], classes, index, tau, tile_size=tile_size
+        )
     has_positive = num_positives > 0
     if not bool(has_positive.any()):
         return zero_loss(
             features, temperature, reason="no anchor in the batch has a positive", dtype=z.dtype
         )
-    logits = anchor @ contrast.T / tau  # (A, V·N)
-    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # (A,)
-    positive_logit_sum = (logits * positive).sum(1)  # (A,) Σ_{p∈P(i)} s_ip/τ
-    mean_log_prob = (
-        positive_logit_sum[has_positive] / num_positives[has_positive]
-        - (log_denominator[has_positive])
-    )
     scale = 1.0 if base_temperature is None else tau / as_tensor_temperature(base_temperature, z)
-    return -scale * mean_log_prob.mean()
+    return -scale * r[has_positive].mean()
 
 
 class SupConLoss(nn.Module):
@@ -121,8 +141,10 @@ class SupConLoss(nn.Module):
         contrast_mode: str = "all",
         normalize: bool = True,
         impl: str = "auto",
+        tile_size: int | None = None,
     ):
         super().__init__()
+        self.tile_size = tile_size
         self.temperature = _validate.temperature(temperature)
         self.base_temperature = (
             None if base_temperature is None else _validate.temperature(base_temperature)
@@ -141,6 +163,7 @@ class SupConLoss(nn.Module):
             contrast_mode=self.contrast_mode,
             normalize=self.normalize,
             impl=self.impl,
+            tile_size=self.tile_size,
         )
 
     def extra_repr(self) -> str:

@@ -1,0 +1,298 @@
+"""Tiled losses ≡ dense ≡ reference, on values and gradients; gradcheck of every custom Function.
+
+Self-contained (no shared conftest). Float64 comparisons use rtol 1e-10; sizes are kept small so
+that the whole file runs in well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+
+import pytest
+import torch
+
+from contrastkit.losses import info_nce, nt_xent, reference, supcon, tiled
+from contrastkit.losses._rows import row_log_probs
+from contrastkit.losses.tiled import (
+    _RectangularLSE,
+    _SymmetricLSE,
+    row_log_probs_tiled,
+    self_row_log_probs_tiled,
+    tiled_log_sum_exp,
+)
+
+F64 = torch.float64
+TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _grads(value: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    weights = torch.randn(value.shape, generator=_gen(99), dtype=value.dtype)
+    return torch.autograd.grad((value * weights).sum(), inputs)
+
+
+def _assert_close_all(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], **tol) -> None:
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, **(tol or TOL))
+
+
+# --- the rectangular and symmetric cores against the dense core ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "c", "tile", "self_kind", "classes", "scale"),
+    [
+        (10, 10, 3, "diagonal", 4, 1.0),  # square, N not divisible by T
+        (7, 23, 5, "prefix", 3, 1.0),  # contrast_mode="one": anchors are the first rows
+        (6, 9, 64, "none", 2, 1.0),  # N smaller than one tile, no self (InfoNCE-like)
+        (12, 30, 4, "scattered", 30, 1.0),  # singleton classes: most anchors have no positive
+        (9, 17, 4, "scattered", 3, 6.0),  # unnormalised rows (normalize=False): large logits
+        (5, 1, 2, "prefix", 2, 1.0),  # one contrast, which is anchor 0 itself: no terms
+    ],
+)
+def test_rectangular_matches_dense(a, c, tile, self_kind, classes, scale):
+    anchors = (scale * torch.randn(a, 5, generator=_gen(1), dtype=F64)).requires_grad_()
+    contrasts = (scale * torch.randn(c, 5, generator=_gen(2), dtype=F64)).requires_grad_()
+    tau = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    contrast_classes = torch.randint(0, classes, (c,), generator=_gen(3))
+    self_index = {
+        "diagonal": torch.arange(a),
+        "prefix": torch.where(torch.arange(a) < c, torch.arange(a), -1),
+        "none": torch.full((a,), -1),
+        "scattered": torch.randperm(c, generator=_gen(4))[:a],
+    }[self_kind]
+    anchor_classes = torch.randint(0, classes, (a,), generator=_gen(5))
+    anchor_classes = torch.where(self_index >= 0, contrast_classes[self_index], anchor_classes)
+    args = (anchors, contrasts, anchor_classes, contrast_classes, self_index, tau)
+    r0, n0 = row_log_probs(*args)
+    r1, n1 = row_log_probs_tiled(*args, tile_size=tile)
+    assert torch.equal(n0, n1)
+    torch.testing.assert_close(r1, r0, **TOL)
+    inputs = [anchors, contrasts, tau]
+    _assert_close_all(_grads(r1, inputs), _grads(r0, inputs))
+
+
+@pytest.mark.parametrize(
+    ("n", "tile", "classes", "scale"),
+    [(10, 3, 4, 1.0), (1, 4, 1, 1.0), (2, 1, 1, 1.0), (8, 64, 8, 1.0), (33, 8, 5, 3.0)],
+)
+def test_symmetric_matches_dense(n, tile, classes, scale):
+    z = (scale * torch.randn(n, 6, generator=_gen(6), dtype=F64)).requires_grad_()
+    tau = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    cls = torch.randint(0, classes, (n,), generator=_gen(7))
+    r0, n0 = row_log_probs(z, z, cls, cls, torch.arange(n), tau)
+    r1, n1 = self_row_log_probs_tiled(z, cls, tau, tile_size=tile)
+    assert torch.equal(n0, n1)
+    torch.testing.assert_close(r1, r0, **TOL)
+    _assert_close_all(_grads(r1, [z, tau]), _grads(r0, [z, tau]))
+
+
+# --- gradcheck of every custom autograd.Function ---------------------------------------------
+
+
+@pytest.mark.parametrize("tile", [2, 3, 16])
+def test_gradcheck_rectangular(tile):
+    q = torch.randn(7, 4, generator=_gen(8), dtype=F64, requires_grad=True)
+    k = torch.randn(9, 4, generator=_gen(9), dtype=F64, requires_grad=True)
+    self_index = torch.tensor([0, 3, -1, 8, 4, -1, 2])
+    assert torch.autograd.gradcheck(
+        lambda x, y: _RectangularLSE.apply(x, y, self_index, tile), (q, k)
+    )
+
+
+@pytest.mark.parametrize("tile", [2, 3, 16])
+def test_gradcheck_symmetric(tile):
+    y = torch.randn(9, 4, generator=_gen(10), dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: _SymmetricLSE.apply(x, tile), (y,))
+
+
+def test_gradcheck_public_losses_with_learnable_temperature():
+    z1 = torch.randn(5, 4, generator=_gen(11), dtype=F64, requires_grad=True)
+    z2 = torch.randn(5, 4, generator=_gen(12), dtype=F64, requires_grad=True)
+    tau = torch.tensor(0.4, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, t: nt_xent(a, b, t, impl="tiled", tile_size=3), (z1, z2, tau)
+    )
+    feats = torch.randn(4, 3, 4, generator=_gen(13), dtype=F64, requires_grad=True)
+    labels = torch.tensor([0, 1, 0, 2])
+    for mode in ("all", "one"):
+        assert torch.autograd.gradcheck(
+            lambda f, t, m=mode: supcon(
+                f, labels, t, base_temperature=0.5, contrast_mode=m, impl="tiled", tile_size=5
+            ),
+            (feats, tau),
+        )
+    neg = torch.randn(6, 4, generator=_gen(14), dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, k, n, t: info_nce(q, k, n, t, impl="tiled", tile_size=4), (z1, z2, neg, tau)
+    )
+
+
+# --- public losses: tiled ≡ reference (loops) ≡ dense -----------------------------------------
+
+
+def _leaves(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.detach().clone().requires_grad_() for t in tensors]
+
+
+@pytest.mark.parametrize(("n", "tile", "normalize"), [(6, 4, True), (3, 64, True), (9, 5, False)])
+def test_nt_xent_tiled_equals_reference(n, tile, normalize):
+    z1, z2 = (torch.randn(n, 5, generator=_gen(s), dtype=F64) for s in (15, 16))
+    tau = torch.tensor(0.5, dtype=F64)
+    results = []
+    for impl in ("reference", "dense", "tiled"):
+        a, b, t = _leaves(z1, z2, tau)
+        loss = nt_xent(a, b, t, normalize=normalize, impl=impl, tile_size=tile)
+        results.append((loss, *torch.autograd.grad(loss, [a, b, t])))
+    _assert_close_all(results[2], results[0])
+    _assert_close_all(results[2], results[1])
+
+
+SUPCON_GRID = [
+    # (n, v, labels, mode, base_temperature, tile)
+    (4, 2, None, "all", None, 3),
+    (5, 3, "few", "all", 0.07, 4),  # V = 3, τ_b
+    (5, 3, "few", "one", None, 4),
+    (6, 1, "singletons", "all", None, 4),  # V = 1: only the repeated label has positives
+    (3, 2, "few", "all", None, 64),  # N·V smaller than a tile
+    (7, 2, None, "one", 0.1, 5),
+]
+
+
+@pytest.mark.parametrize(("n", "v", "labels", "mode", "base", "tile"), SUPCON_GRID)
+def test_supcon_tiled_equals_reference(n, v, labels, mode, base, tile):
+    feats = torch.randn(n, v, 5, generator=_gen(17), dtype=F64)
+    y = {
+        None: None,
+        "few": torch.randint(0, 2, (n,), generator=_gen(18)),
+        "singletons": torch.tensor([0, 1, 2, 3, 0, 4])[:n],
+    }[labels]
+    tau = torch.tensor(0.3, dtype=F64)
+    results = []
+    for impl in ("reference", "dense", "tiled"):
+        f, t = _leaves(feats, tau)
+        loss = supcon(f, y, t, base_temperature=base, contrast_mode=mode, impl=impl, tile_size=tile)
+        results.append((loss, *torch.autograd.grad(loss, [f, t])))
+    _assert_close_all(results[2], results[0])
+    _assert_close_all(results[2], results[1])
+
+
+def test_supcon_tiled_no_positive_is_zero_with_warning():
+    feats = torch.randn(4, 1, 3, dtype=F64, requires_grad=True)
+    with pytest.warns(UserWarning, match="no anchor"):
+        loss = supcon(feats, torch.arange(4), impl="tiled", tile_size=2)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(feats.grad, torch.zeros_like(feats))
+
+
+@pytest.mark.parametrize(
+    ("negatives", "mode", "reduction"),
+    [(None, "unpaired", "mean"), ("shared", "unpaired", "none"), ("own", "paired", "sum")],
+)
+def test_info_nce_tiled_equals_reference(negatives, mode, reduction):
+    q, k = (torch.randn(7, 5, generator=_gen(s), dtype=F64) for s in (19, 20))
+    neg = {
+        None: None,
+        "shared": torch.randn(11, 5, generator=_gen(21), dtype=F64),
+        "own": torch.randn(7, 4, 5, generator=_gen(22), dtype=F64),
+    }[negatives]
+    tau = torch.tensor(0.2, dtype=F64)
+    results = []
+    for impl in ("reference", "dense", "tiled"):
+        leaves = _leaves(q, k, tau) + ([] if neg is None else _leaves(neg))
+        qq, kk, t = leaves[:3]
+        nn_ = leaves[3] if neg is not None else None
+        loss = info_nce(
+            qq, kk, nn_, t, negative_mode=mode, reduction=reduction, impl=impl, tile_size=3
+        )
+        results.append((loss, *_grads(loss, leaves)))
+    _assert_close_all(results[2], results[0])
+    _assert_close_all(results[2], results[1])
+
+
+# --- precision, robustness, memory, dispatch ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_float32(dtype):
+    z1, z2 = (torch.randn(40, 16, generator=_gen(s)).to(dtype) for s in (23, 24))
+    loss = nt_xent(z1, z2, 0.1, impl="tiled", tile_size=16)
+    assert loss.dtype == torch.float32
+    exact = nt_xent(z1.double(), z2.double(), 0.1, impl="dense")
+    torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tau", [0.005, 0.002])
+def test_tiny_temperature_float32_stays_exact(tau):
+    # s_ij − 1/τ < −87 for most pairs: a fixed 1/τ shift underflows to log(0) (HobbitLong #100);
+    # the symmetric path detects those rows and redoes them with a running max.
+    z1, z2 = (torch.randn(64, 32, generator=_gen(s)) for s in (25, 26))
+    loss = nt_xent(z1, z2, tau, impl="tiled", tile_size=16)
+    exact = nt_xent(z1.double(), z2.double(), tau, impl="dense")
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=1e-4)
+    a, b = _leaves(z1, z2)
+    nt_xent(a, b, tau, impl="tiled", tile_size=16).backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_unequal_norms_take_the_exact_path():
+    # normalize=False with rows of very different norms: the shared shift would overflow
+    z = torch.randn(30, 8, generator=_gen(27), dtype=F64)
+    z = z * torch.logspace(-1, 1.5, 30, dtype=F64)[:, None]
+    z.requires_grad_()
+    cls = torch.arange(30) % 6
+    r0, _ = row_log_probs(z, z, cls, cls, torch.arange(30), 0.05)
+    r1, _ = self_row_log_probs_tiled(z, cls, 0.05, tile_size=7)
+    torch.testing.assert_close(r1, r0, **TOL)
+    _assert_close_all(_grads(r1, [z]), _grads(r0, [z]), rtol=1e-9, atol=1e-9)
+
+
+def test_nothing_quadratic_is_saved_for_backward():
+    n, d, tile = 1024, 8, 64
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel())
+        return t
+
+    z1, z2 = (torch.randn(n, d, generator=_gen(s), requires_grad=True) for s in (28, 29))
+    feats = torch.randn(n, 2, d, generator=_gen(30), requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        nt_xent(z1, z2, impl="tiled", tile_size=tile).backward()
+        supcon(feats, torch.arange(n) % 10, contrast_mode="one", impl="tiled").backward()
+        info_nce(z1, z2, impl="tiled", tile_size=tile).backward()
+    assert sizes and max(sizes) <= 4 * n * (d + 2)  # O(N·D); an (N, N) matrix has 1,048,576
+
+
+def test_auto_switches_on_size(monkeypatch):
+    assert not tiled.auto_is_tiled(8, 8)
+    monkeypatch.setattr(tiled, "AUTO_MIN_PAIRS", 1)
+    z1, z2 = torch.randn(6, 4, dtype=F64), torch.randn(6, 4, dtype=F64)
+    torch.testing.assert_close(nt_xent(z1, z2, impl="auto"), reference.nt_xent(z1, z2), **TOL)
+
+
+def test_tile_size_must_be_positive():
+    z = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="tile_size"):
+        tiled_log_sum_exp(z, z, None, 0.1, tile_size=0)
+
+
+def test_tiled_module_makes_no_cpu_only_calls():
+    source = inspect.getsource(tiled)
+    for call in (".cpu(", ".numpy(", ".item(", ".tolist(", "import numpy"):
+        assert call not in source, call
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu():
+    z1, z2 = (torch.randn(300, 16, generator=_gen(s), dtype=F64) for s in (31, 32))
+    for impl, tile in itertools.product(("tiled",), (64, 128)):
+        on_gpu = nt_xent(z1.cuda(), z2.cuda(), 0.1, impl=impl, tile_size=tile)
+        torch.testing.assert_close(on_gpu.cpu(), nt_xent(z1, z2, 0.1, impl="dense"), **TOL)
