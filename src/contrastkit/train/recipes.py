@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "simclr": {"lr": 0.5, "weight_decay": 5e-4, "warmup_epochs": 10.0, "temperature": 0.5},
+    "simclr": {"lr": 1.0, "weight_decay": 5e-4, "warmup_epochs": 10.0, "temperature": 0.5},
     "supcon": {"lr": 0.5, "weight_decay": 5e-4, "warmup_epochs": 10.0, "temperature": 0.1},
     "ce": {"lr": 0.2, "weight_decay": 5e-4, "warmup_epochs": 5.0, "temperature": 1.0},
 }
