@@ -371,12 +371,13 @@ def similarity_snapshot(
     augment: MultiViewAugment,
     device: torch.device,
 ) -> dict[str, np.ndarray]:
-    """A batch's cosine-similarity matrix (2 views of up to 32 images) and its positive mask."""
+    """A batch's cosine similarities (2 views of ≤ 32 images, sorted by label) and positive mask."""
     n = min(32, len(data.train))
     g = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     two = MultiViewAugment(augment.preset, 2, augment.mean, augment.std)
-    views = two(data.train.images[:n].to(device), g)  # (n, 2, C, H, W)
-    labels = data.train.labels[:n]
+    order = torch.sort(data.train.labels[:n], stable=True).indices  # classes as blocks
+    views = two(data.train.images[:n][order].to(device), g)  # (n, 2, C, H, W)
+    labels = data.train.labels[:n][order]
     state.encoder.eval()
     state.head.eval()
     h = state.encoder(views.flatten(0, 1))  # (2n, F)
