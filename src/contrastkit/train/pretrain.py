@@ -340,6 +340,51 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
     return float(loss.detach())
 
 
+def train_epoch(
+    cfg: PretrainConfig,
+    state: TrainingState,
+    augment: MultiViewAugment,
+    images: Tensor,
+    labels: Tensor,
+    bar: Any,
+) -> tuple[list[dict[str, Any]], list[float], int]:
+    """One pass over the data in shuffled full batches; returns step records, losses, images seen.
+
+    Args:
+        cfg: The run's config.
+        state: Networks, optimiser and generators (updated in place, ``state.step`` included).
+        augment: Draws the views of each batch.
+        images: All training images on the device, uint8. Shape: (N, C, H, W).
+        labels: Their labels. Shape: (N,).
+        bar: A tqdm progress bar (or anything with ``update`` and ``set_postfix``).
+    """
+    t0 = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    losses: list[float] = []
+    seen = 0
+    state.encoder.train()
+    state.head.train()
+    for idx in epoch_batches(len(images), cfg.batch_size, state.generators["loader"]):
+        idx = idx.to(images.device)
+        lr = state.optimizer.param_groups[0]["lr"]
+        x = augment(images[idx], state.generators["augment"])  # (B, V, C, H, W)
+        loss = train_step(cfg, state, x, labels[idx])
+        state.step += 1
+        seen += len(idx)
+        losses.append(loss)
+        records.append(
+            {"kind": "step", "epoch": state.epoch + 1, "step": state.step, "loss": loss, "lr": lr}
+        )
+        bar.update(1)
+        bar.set_postfix(
+            epoch=state.epoch + 1,
+            loss=f"{loss:.4f}",
+            lr=f"{lr:.3g}",
+            img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+        )
+    return records, losses, seen
+
+
 # --- monitor ------------------------------------------------------------------------------------
 
 
@@ -473,33 +518,7 @@ def pretrain(
     bar = _progress(cfg.epochs * per_epoch, state.step, cfg.quiet)
     while state.epoch < cfg.epochs:
         t0 = time.perf_counter()
-        records, losses, seen = [], [], 0
-        state.encoder.train()
-        state.head.train()
-        for idx in epoch_batches(len(images), cfg.batch_size, state.generators["loader"]):
-            idx = idx.to(device)
-            lr = state.optimizer.param_groups[0]["lr"]
-            x = augment(images[idx], state.generators["augment"])  # (B, V, C, H, W)
-            loss = train_step(cfg, state, x, labels[idx])
-            state.step += 1
-            seen += len(idx)
-            losses.append(loss)
-            records.append(
-                {
-                    "kind": "step",
-                    "epoch": state.epoch + 1,
-                    "step": state.step,
-                    "loss": loss,
-                    "lr": lr,
-                }
-            )
-            bar.update(1)
-            bar.set_postfix(
-                epoch=state.epoch + 1,
-                loss=f"{loss:.4f}",
-                lr=f"{lr:.3g}",
-                img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-            )
+        records, losses, seen = train_epoch(cfg, state, augment, images, labels, bar)
         train_seconds = time.perf_counter() - t0
         state.epoch += 1
         loss_mean = float(np.mean(losses))
