@@ -57,7 +57,7 @@ class PretrainResult:
     Attributes:
         run_dir: The run directory.
         epochs: Epochs trained in total.
-        seconds: Training wall time (summed over resumed parts).
+        seconds: Training wall time (summed over resumed parts; kNN monitor included).
         knn_acc: Last kNN-monitor test accuracy (None without labelled test data).
         loss: Mean loss of the last epoch.
     """
@@ -227,6 +227,7 @@ class TrainingState:
     epoch: int = 0
     step: int = 0
     elapsed: float = 0.0
+    cpu_elapsed: float = 0.0
 
 
 def build_training_state(
@@ -278,6 +279,7 @@ def state_dict(
         "epoch": state.epoch,
         "step": state.step,
         "elapsed": state.elapsed,
+        "cpu_elapsed": state.cpu_elapsed,
         "finished": finished,
         "config": to_dict(cfg),
         "data": shape.__dict__,
@@ -293,6 +295,7 @@ def load_state(state: TrainingState, ckpt: dict[str, Any]) -> None:
     state.scaler.load_state_dict(ckpt["scaler"])
     ckpt_io.restore_rng_state(ckpt["rng"], state.generators)
     state.epoch, state.step, state.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
+    state.cpu_elapsed = ckpt["cpu_elapsed"]
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -517,7 +520,7 @@ def pretrain(
 
     bar = _progress(cfg.epochs * per_epoch, state.step, cfg.quiet)
     while state.epoch < cfg.epochs:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         records, losses, seen = train_epoch(cfg, state, augment, images, labels, bar)
         train_seconds = time.perf_counter() - t0
         state.epoch += 1
@@ -526,6 +529,7 @@ def pretrain(
         if monitor or state.epoch == cfg.epochs:
             knn_acc = knn_monitor(cfg, state, run_data, device)
         state.elapsed += time.perf_counter() - t0
+        state.cpu_elapsed += time.process_time() - c0
         records.append(
             {
                 "kind": "epoch",
@@ -536,6 +540,7 @@ def pretrain(
                 "knn_acc": knn_acc if (monitor or state.epoch == cfg.epochs) else None,
                 "images_per_s": seen / train_seconds,
                 "elapsed": state.elapsed,
+                "cpu_elapsed": state.cpu_elapsed,
             }
         )
         if is_main():
