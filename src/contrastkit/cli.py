@@ -69,6 +69,8 @@ def _cmd_pretrain(opts: dict[str, Any]) -> None:
     from contrastkit.train.pretrain import pretrain
 
     r = pretrain(**opts)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     knn = "–" if r.knn_acc is None else f"{100 * r.knn_acc:.2f} %"
     print(
         f"pretrained {r.epochs} epochs in {r.seconds:.1f} s: loss {r.loss:.4f}, kNN test accuracy {knn}"
@@ -164,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_launch(command: str) -> None:
+    """Under torchrun only ``pretrain`` runs; the other commands are single-process."""
+    from contrastkit.distributed import launched
+
+    if launched() and command != "pretrain":
+        raise ContrastkitError(
+            f"`contrastkit {command}` runs in one process; only `pretrain` runs under torchrun "
+            "(start it without torchrun)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted).
 
@@ -174,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
+        _check_launch(ns.command)
         ns.func(_options(ns))
     except ContrastkitError as e:
         print(f"error: {e}", file=sys.stderr)

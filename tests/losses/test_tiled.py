@@ -98,16 +98,30 @@ def test_symmetric_matches_dense(n, tile, classes, scale):
 def test_gradcheck_rectangular(tile):
     q = torch.randn(7, 4, generator=_gen(8), dtype=F64, requires_grad=True)
     k = torch.randn(9, 4, generator=_gen(9), dtype=F64, requires_grad=True)
+    tau = torch.tensor(0.7, dtype=F64, requires_grad=True)
     self_index = torch.tensor([0, 3, -1, 8, 4, -1, 2])
     assert torch.autograd.gradcheck(
-        lambda x, y: _RectangularLSE.apply(x, y, self_index, tile), (q, k)
+        lambda x, y, t: _RectangularLSE.apply(x, y, t, self_index, tile), (q, k, tau)
     )
 
 
 @pytest.mark.parametrize("tile", [2, 3, 16])
 def test_gradcheck_symmetric(tile):
     y = torch.randn(9, 4, generator=_gen(10), dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: _SymmetricLSE.apply(x, tile), (y,))
+    tau = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, t: _SymmetricLSE.apply(x, t, tile), (y, tau))
+
+
+def test_gradcheck_fallback_paths():
+    # tiny τ in float64 (the fixed shift underflows for every row) and unequal norms: the
+    # rectangular online forward and the rectangular backward of the symmetric Function
+    y = torch.randn(6, 3, generator=_gen(33), dtype=F64)
+    y = (y * torch.tensor([1.0, 1.0, 30.0, 1.0, 0.1, 2.0], dtype=F64)[:, None]).requires_grad_()
+    tau = torch.tensor(0.05, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, t: _SymmetricLSE.apply(x, t, 4), (y, tau))
+    assert torch.autograd.gradcheck(
+        lambda x, t: _RectangularLSE.apply(x, x * 0.5, t, torch.arange(6), 4), (y, tau)
+    )
 
 
 def test_gradcheck_public_losses_with_learnable_temperature():
@@ -271,8 +285,9 @@ def test_nothing_quadratic_is_saved_for_backward():
 
 
 def test_auto_switches_on_size(monkeypatch):
-    assert not tiled.auto_is_tiled(8, 8)
-    monkeypatch.setattr(tiled, "AUTO_MIN_PAIRS", 1)
+    assert not tiled.auto_is_tiled(8, 8, symmetric=True)
+    assert tiled.auto_is_tiled(4096, 4096, symmetric=False)
+    monkeypatch.setattr(tiled, "AUTO_MIN_PAIRS", {"symmetric": 1, "rectangular": 1})
     z1, z2 = torch.randn(6, 4, dtype=F64), torch.randn(6, 4, dtype=F64)
     torch.testing.assert_close(nt_xent(z1, z2, impl="auto"), reference.nt_xent(z1, z2), **TOL)
 

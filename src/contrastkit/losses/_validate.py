@@ -91,6 +91,17 @@ def choice(name: str, value: object, choices: Iterable[str]) -> str:
     return str(value)
 
 
+def gather_impl(gather: object, impl: str) -> None:
+    """Check ``gather``: a bool, and not combined with the loop oracle."""
+    if not isinstance(gather, bool):
+        raise ValueError(f"gather must be True or False, got {gather!r}")
+    if gather and impl == "reference":
+        raise ValueError(
+            "gather=True needs a fast impl ('auto' or 'dense'); the loop oracle "
+            "impl='reference' is single-process only"
+        )
+
+
 # --- the argument sets of each loss family (shared by the oracle and the fast versions) ---------
 
 

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastkit import distributed
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
+from contrastkit.losses._gathered import global_classes, resolve_impl, rows_against_all
 from contrastkit.losses._validate import Temperature
 from contrastkit.losses.tiled import auto_is_tiled, tiled_log_sum_exp
 
@@ -25,6 +27,7 @@ def info_nce(
     reduction: str = "mean",
     impl: str = "auto",
     tile_size: int | None = None,
+    gather: bool = False,
 ) -> Tensor:
     r"""InfoNCE: cross-entropy of each query's positive key against its candidate keys.
 
@@ -50,6 +53,13 @@ def info_nce(
             O(input / D) and use the dense formula), ``"reference"`` (loop oracle) or ``"auto"``
             (dense for small batches, tiled from a measured size on). Default ``"auto"``.
         tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
+        gather: In-batch negatives only. Under ``torchrun``, contrast this process's queries
+            against the positive keys of every process (see ``docs/distributed.md``). With
+            ``"mean"`` or ``"sum"`` the result is W × this process's share of the loss on the
+            concatenated batch, so that its mean over processes is that loss and DDP's gradient
+            average is its gradient; with ``"none"`` it is the (N_r,) losses of the local
+            queries. N_r may differ between processes. Unlaunched it changes nothing.
+            Default False.
 
     Returns:
         A 0-dim tensor, or shape (N,) for ``reduction="none"`` (float64 for float64 inputs, else
@@ -57,7 +67,8 @@ def info_nce(
 
     Raises:
         ValueError: on wrong shapes, N/D mismatch between query and keys, empty or non-finite
-            input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``.
+            input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``; ``gather=True``
+            with ``impl="reference"`` or with ``negative_keys``.
 
     Reference: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive
     Coding", 2018, eq. 4.
@@ -68,6 +79,12 @@ def info_nce(
         )
     )
     impl = _validate.choice("impl", impl, IMPLS)
+    _validate.gather_impl(gather, impl)
+    if gather and negative_keys is not None:
+        raise ValueError(
+            "gather=True gathers the in-batch negatives; with explicit negative_keys there is "
+            "nothing to gather: pass negative_keys=None, or gather the negatives yourself"
+        )
     if impl == "reference":
         return reference.info_nce(
             query,
@@ -81,9 +98,14 @@ def info_nce(
     q = prepare(query, normalize)
     k = prepare(positive_key, normalize, q.dtype)
     tau = as_tensor_temperature(temperature, q)
+    if gather:
+        impl = resolve_impl(impl, q.shape[0], k.shape[0], gather=True)
+        return _info_nce_gathered(q, k, tau, reduction, impl, tile_size)
     keys = q.shape[0] if negative_keys is None else negative_keys.shape[-2]
     paired = negative_keys is not None and negative_mode == "paired"
-    if not paired and (impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys))):
+    if not paired and (
+        impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys, symmetric=False))
+    ):
         positive_logits = (q * k).sum(1) / tau  # (N,)
         if negative_keys is None:  # every key is in the denominator, the positive among them
             log_denominator = tiled_log_sum_exp(q, k, None, tau, tile_size=tile_size)
@@ -110,6 +132,24 @@ def info_nce(
     return F.cross_entropy(logits / tau, target, reduction=reduction)
 
 
+def _info_nce_gathered(
+    q: Tensor, k: Tensor, tau: Tensor | float, reduction: str, impl: str, tile_size: int | None
+) -> Tensor:
+    """In-batch InfoNCE of the local queries against the positive keys of every process."""
+    classes = global_classes(torch.arange(q.shape[0], device=q.device), True)  # (N,)
+    no_self = torch.full_like(classes, -1)  # a query is not among the keys: k_i stays in A(i)
+    r, _ = rows_against_all(
+        q, k, classes, classes, no_self, tau, impl=impl, gather=True, tile_size=tile_size
+    )
+    if reduction == "none":
+        return -r  # (N,)
+    world = distributed.world_size()
+    if reduction == "sum":
+        return -world * r.sum()
+    total = int(distributed.all_reduce(torch.tensor(q.shape[0], device=q.device)))
+    return -(world / total) * r.sum()
+
+
 class InfoNCELoss(nn.Module):
     """Module form of :func:`info_nce`: stores the hyperparameters, validates them once."""
 
@@ -122,6 +162,7 @@ class InfoNCELoss(nn.Module):
         reduction: str = "mean",
         impl: str = "auto",
         tile_size: int | None = None,
+        gather: bool = False,
     ):
         super().__init__()
         self.tile_size = tile_size
@@ -132,6 +173,8 @@ class InfoNCELoss(nn.Module):
         self.normalize = normalize
         self.reduction = _validate.choice("reduction", reduction, ("mean", "sum", "none"))
         self.impl = _validate.choice("impl", impl, IMPLS)
+        _validate.gather_impl(gather, self.impl)
+        self.gather = gather
 
     def forward(
         self, query: Tensor, positive_key: Tensor, negative_keys: Tensor | None = None
@@ -147,11 +190,12 @@ class InfoNCELoss(nn.Module):
             reduction=self.reduction,
             impl=self.impl,
             tile_size=self.tile_size,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``print(module)``."""
         return (
             f"temperature={self.temperature}, negative_mode={self.negative_mode!r}, "
-            f"reduction={self.reduction!r}, impl={self.impl!r}"
+            f"reduction={self.reduction!r}, impl={self.impl!r}, gather={self.gather}"
         )

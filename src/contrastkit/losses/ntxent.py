@@ -7,9 +7,13 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
-from contrastkit.losses._rows import row_log_probs
+from contrastkit.losses._gathered import (
+    global_classes,
+    negative_mean,
+    resolve_impl,
+    rows_against_all,
+)
 from contrastkit.losses._validate import Temperature
-from contrastkit.losses.tiled import auto_is_tiled, self_row_log_probs_tiled
 
 IMPLS = ("auto", "reference", "dense", "tiled")
 
@@ -22,6 +26,7 @@ def nt_xent(
     normalize: bool = True,
     impl: str = "auto",
     tile_size: int | None = None,
+    gather: bool = False,
 ) -> Tensor:
     r"""NT-Xent loss of SimCLR over the 2N views of N samples.
 
@@ -43,42 +48,61 @@ def nt_xent(
             :mod:`contrastkit.losses.tiled`), ``"reference"`` (the loop oracle) or ``"auto"``
             (dense for small batches, tiled from a measured size on). Default ``"auto"``.
         tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
+        gather: Under ``torchrun``, contrast this process's 2N_r views against the views of
+            every process (see ``docs/distributed.md``): the result is W × this process's share
+            of the loss on the concatenated batch, so that its mean over processes is that loss
+            and DDP's gradient average is its gradient. N_r may differ between processes.
+            Unlaunched it changes nothing. Default False.
 
     Returns:
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
 
     Raises:
-        ValueError: on wrong shapes, N/D mismatch, empty or non-finite input, τ ≤ 0, unknown impl.
+        ValueError: on wrong shapes, N/D mismatch, empty or non-finite input, τ ≤ 0, unknown
+            impl, ``gather=True`` with ``impl="reference"``.
 
     Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of
     Visual Representations", ICML 2020, Algorithm 1.
     """
     z1, z2, temperature = _validate.ntxent_args(z1, z2, temperature)
     impl = _validate.choice("impl", impl, IMPLS)
+    _validate.gather_impl(gather, impl)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
-    if impl == "tiled" or (impl == "auto" and auto_is_tiled(2 * z1.shape[0], 2 * z1.shape[0])):
-        return _nt_xent_tiled(z1, z2, temperature, normalize, tile_size)
-    return _nt_xent_dense(z1, z2, temperature, normalize)
+    impl = resolve_impl(impl, 2 * z1.shape[0], 2 * z1.shape[0], gather=gather, symmetric=True)
+    return _nt_xent_rows(z1, z2, temperature, normalize, impl, tile_size, gather)
 
 
-def _nt_xent_dense(z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool) -> Tensor:
+def _nt_xent_rows(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: Temperature,
+    normalize: bool,
+    impl: str,
+    tile_size: int | None,
+    gather: bool,
+) -> Tensor:
+    """Dense or tiled, local or gathered: only the rows core and the contrasts differ."""
     n = z1.shape[0]
     z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
     index = torch.arange(2 * n, device=z.device)  # (2N,)
-    r, _ = row_log_probs(z, z, index % n, index % n, index, as_tensor_temperature(temperature, z))
-    return -r.mean()  # every anchor has exactly one positive
-
-
-def _nt_xent_tiled(
-    z1: Tensor, z2: Tensor, temperature: Temperature, normalize: bool, tile_size: int | None
-) -> Tensor:
-    n = z1.shape[0]
-    z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
-    classes = torch.arange(2 * n, device=z.device) % n  # (2N,)
+    classes = global_classes(index % n, gather)  # (2N,)
     tau = as_tensor_temperature(temperature, z)
-    r, _ = self_row_log_probs_tiled(z, classes, tau, tile_size=tile_size)
-    return -r.mean()
+    r, num_positives = rows_against_all(
+        z,
+        z,
+        classes,
+        classes,
+        index,
+        tau,
+        impl=impl,
+        gather=gather,
+        symmetric=True,
+        tile_size=tile_size,
+    )
+    loss = negative_mean(r, num_positives, gather=gather)
+    assert loss is not None  # every anchor has exactly one positive
+    return loss
 
 
 class NTXentLoss(nn.Module):
@@ -91,12 +115,15 @@ class NTXentLoss(nn.Module):
         normalize: bool = True,
         impl: str = "auto",
         tile_size: int | None = None,
+        gather: bool = False,
     ):
         super().__init__()
         self.temperature = _validate.temperature(temperature)
         self.normalize = normalize
         self.impl = _validate.choice("impl", impl, IMPLS)
         self.tile_size = tile_size
+        _validate.gather_impl(gather, self.impl)
+        self.gather = gather
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         """Compute the loss; see :func:`nt_xent`."""
@@ -107,8 +134,12 @@ class NTXentLoss(nn.Module):
             normalize=self.normalize,
             impl=self.impl,
             tile_size=self.tile_size,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``print(module)``."""
-        return f"temperature={self.temperature}, normalize={self.normalize}, impl={self.impl!r}"
+        return (
+            f"temperature={self.temperature}, normalize={self.normalize}, impl={self.impl!r}, "
+            f"gather={self.gather}"
+        )

@@ -7,9 +7,13 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
-from contrastkit.losses._rows import row_log_probs
+from contrastkit.losses._gathered import (
+    global_classes,
+    negative_mean,
+    resolve_impl,
+    rows_against_all,
+)
 from contrastkit.losses._validate import Temperature
-from contrastkit.losses.tiled import auto_is_tiled, row_log_probs_tiled, self_row_log_probs_tiled
 
 IMPLS = ("auto", "reference", "dense", "tiled")
 
@@ -24,6 +28,7 @@ def supcon(
     normalize: bool = True,
     impl: str = "auto",
     tile_size: int | None = None,
+    gather: bool = False,
 ) -> Tensor:
     r"""Supervised contrastive loss L_out of Khosla et al. (eq. 2).
 
@@ -54,13 +59,19 @@ def supcon(
             :mod:`contrastkit.losses.tiled`), ``"reference"`` (loop oracle) or ``"auto"`` (dense
             for small batches, tiled from a measured size on). Default ``"auto"``.
         tile_size: Tile edge of ``impl="tiled"``; None for the measured default.
+        gather: Under ``torchrun``, contrast this process's anchors against the N·V views of
+            every process, labels gathered with them (see ``docs/distributed.md``): the result
+            is W × this process's share of the loss on the concatenated batch, so that its mean
+            over processes is that loss and DDP's gradient average is its gradient. N may differ
+            between processes; V and D may not. Unlaunched it changes nothing. Default False.
 
     Returns:
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
 
     Raises:
         ValueError: on wrong shapes, labels not (N,) integers, V = 1 without labels, empty or
-            non-finite input, τ ≤ 0, unknown ``contrast_mode`` or ``impl``.
+            non-finite input, τ ≤ 0, unknown ``contrast_mode`` or ``impl``, ``gather=True`` with
+            ``impl="reference"``.
 
     Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
     """
@@ -68,6 +79,7 @@ def supcon(
         features, labels, temperature, base_temperature, contrast_mode
     )
     impl = _validate.choice("impl", impl, IMPLS)
+    _validate.gather_impl(gather, impl)
     if impl == "reference":
         return reference.supcon(
             features,
@@ -79,55 +91,62 @@ def supcon(
         )
     n, v, _ = features.shape
     anchors = n if contrast_mode == "one" else n * v
-    tiled = impl == "tiled" or (impl == "auto" and auto_is_tiled(anchors, n * v))
-    return _supcon_fast(
+    impl = resolve_impl(impl, anchors, n * v, gather=gather, symmetric=contrast_mode == "all")
+    return _supcon_rows(
         features,
         labels,
         temperature,
         base_temperature,
         contrast_mode,
         normalize,
-        tiled,
+        impl,
         tile_size,
+        gather,
     )
 
 
-def _supcon_fast(
+def _supcon_rows(
     features: Tensor,
     labels: Tensor | None,
     temperature: Temperature,
     base_temperature: Temperature | None,
     contrast_mode: str,
     normalize: bool,
-    tiled: bool,
+    impl: str,
     tile_size: int | None,
+    gather: bool,
 ) -> Tensor:
-    """Dense or tiled SupCon: only the r_i core differs, the rest is shared."""
+    """Dense or tiled, local or gathered: only the rows core and the contrasts differ."""
     n, v, d = features.shape
     z = prepare(features, normalize)
     contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
     anchor = contrast[:n] if contrast_mode == "one" else contrast  # (A, D); anchor a is row a
     tau = as_tensor_temperature(temperature, z)
-    classes = torch.arange(n, device=z.device) if labels is None else labels.to(z.device)
+    if labels is None:
+        classes = global_classes(torch.arange(n, device=z.device), gather)  # (N,)
+    else:
+        classes = labels.to(z.device)  # (N,)
     classes = classes.repeat(v)  # (V·N,)
     index = torch.arange(anchor.shape[0], device=z.device)  # anchor a is contrast a
-    if not tiled:
-        r, num_positives = row_log_probs(
-            anchor, contrast, classes[: len(index)], classes, index, tau
-        )
-    elif contrast_mode == "all":  # anchors are the contrasts: the symmetric path
-        r, num_positives = self_row_log_probs_tiled(contrast, classes, tau, tile_size=tile_size)
-    else:
-        r, num_positives = row_log_probs_tiled(
-            anchor, contrast, classes[: len(index)], classes, index, tau, tile_size=tile_size
-        )
-    has_positive = num_positives > 0
-    if not bool(has_positive.any()):
+    r, num_positives = rows_against_all(
+        anchor,
+        contrast,
+        classes[: len(index)],
+        classes,
+        index,
+        tau,
+        impl=impl,
+        gather=gather,
+        symmetric=contrast_mode == "all",
+        tile_size=tile_size,
+    )
+    loss = negative_mean(r, num_positives, gather=gather)
+    if loss is None:
         return zero_loss(
             features, temperature, reason="no anchor in the batch has a positive", dtype=z.dtype
         )
     scale = 1.0 if base_temperature is None else tau / as_tensor_temperature(base_temperature, z)
-    return -scale * r[has_positive].mean()
+    return scale * loss
 
 
 class SupConLoss(nn.Module):
@@ -142,6 +161,7 @@ class SupConLoss(nn.Module):
         normalize: bool = True,
         impl: str = "auto",
         tile_size: int | None = None,
+        gather: bool = False,
     ):
         super().__init__()
         self.tile_size = tile_size
@@ -152,6 +172,8 @@ class SupConLoss(nn.Module):
         self.contrast_mode = _validate.choice("contrast_mode", contrast_mode, ("all", "one"))
         self.normalize = normalize
         self.impl = _validate.choice("impl", impl, IMPLS)
+        _validate.gather_impl(gather, self.impl)
+        self.gather = gather
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         """Compute the loss; see :func:`supcon`."""
@@ -164,11 +186,12 @@ class SupConLoss(nn.Module):
             normalize=self.normalize,
             impl=self.impl,
             tile_size=self.tile_size,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``print(module)``."""
         return (
             f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
-            f"contrast_mode={self.contrast_mode!r}, impl={self.impl!r}"
+            f"contrast_mode={self.contrast_mode!r}, impl={self.impl!r}, gather={self.gather}"
         )

@@ -59,26 +59,29 @@ __all__ = [
 ]
 
 #: Tile edge T used when ``tile_size=None``; measured on the 2-core benchmark machine
-#: (``benchmarks/tile_size.py``, see ``docs/tiled.md``).
+#: (``benchmarks/losses.py --tile-sweep``, see ``benchmarks/README.md``).
 DEFAULT_TILE_SIZE = 1024
 
 
-#: ``impl="auto"`` uses the tiled losses from this many anchor-contrast pairs on (A·C); below it
-#: the dense matrix is faster. Measured with ``benchmarks/losses.py --crossover``.
-AUTO_MIN_PAIRS = 1024 * 1024
+#: ``impl="auto"`` uses the tiled loss from this many anchor-contrast pairs (A·C) on; below it
+#: the dense matrix is faster. Measured with ``benchmarks/losses.py --crossover`` (round-robin,
+#: one process): NT-Xent dense/tiled time 0.73 at 256 views, 1.49 at 384, 2.6 at 1,024;
+#: in-batch InfoNCE 0.51 at 512 views (256 queries), 0.98 at 1,024, 1.10 at 1,536.
+AUTO_MIN_PAIRS = {"symmetric": 384 * 384, "rectangular": 768 * 768}
 
 
-def auto_is_tiled(anchors: int, contrasts: int) -> bool:
+def auto_is_tiled(anchors: int, contrasts: int, *, symmetric: bool) -> bool:
     """Whether ``impl="auto"`` picks the tiled loss for an (anchors × contrasts) logit matrix.
 
     Args:
         anchors: Number of anchors (rows) A.
         contrasts: Number of contrasts (columns) C.
+        symmetric: The anchors are the contrasts (NT-Xent, SupCon ``contrast_mode="all"``).
 
     Returns:
-        True when A·C ≥ :data:`AUTO_MIN_PAIRS`.
+        True when A·C reaches the measured crossover :data:`AUTO_MIN_PAIRS`.
     """
-    return anchors * contrasts >= AUTO_MIN_PAIRS
+    return anchors * contrasts >= AUTO_MIN_PAIRS["symmetric" if symmetric else "rectangular"]
 
 
 def _tile(tile_size: int | None) -> int:
@@ -110,16 +113,39 @@ def _tile_buffer(flat: Tensor, rows: int, cols: int) -> Tensor:
     return flat[: rows * cols].view(rows, cols)
 
 
-def _mask_self(s: Tensor, self_index: Tensor, start: int) -> None:
+def _self_columns(self_index: Tensor) -> tuple[int, int]:
+    """Smallest and largest self column of a row block, (0, −1) if none (one sync per block)."""
+    valid = self_index[self_index >= 0]
+    if valid.numel() == 0:
+        return 0, -1
+    return int(valid.min()), int(valid.max())
+
+
+def _mask_self(s: Tensor, self_index: Tensor, start: int, span: tuple[int, int]) -> None:
     """Set s[r, self_index[r] − start] = −inf in place where that column lies in this tile.
 
+    ``span`` is :func:`_self_columns` of the row block: tiles it misses are left untouched.
     Shape: s (R, TJ), self_index (R,) of global contrast columns (−1 for none).
     """
+    if span[1] < start or span[0] >= start + s.shape[1]:
+        return
     local = self_index - start  # (R,)
     inside = (local >= 0) & (local < s.shape[1])  # (R,)
     col = local.clamp(0, s.shape[1] - 1)[:, None]  # (R, 1)
     current = s.gather(1, col)  # (R, 1)
     s.scatter_(1, col, torch.where(inside[:, None], float("-inf"), current))
+
+
+def _augment(x: Tensor, scale: float, *columns: Tensor | float) -> Tensor:
+    """[scale·x | columns...] in one allocation, shape (R, D + len(columns)).
+
+    The GEMM operand that carries a per-row shift: a column of shifts against a column of ones.
+    """
+    out = x.new_empty(x.shape[0], x.shape[1] + len(columns))
+    torch.mul(x, scale, out=out[:, : x.shape[1]])
+    for i, column in enumerate(columns):
+        out[:, x.shape[1] + i] = column
+    return out
 
 
 def _rect_forward_online(q2: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
@@ -134,12 +160,13 @@ def _rect_forward_online(q2: Tensor, k: Tensor, self_index: Tensor, t: int) -> T
     for i0 in range(0, a, t):
         qi = q2[i0 : i0 + t]  # (TI, D)
         si = self_index[i0 : i0 + t]  # (TI,)
+        span = _self_columns(si)
         m = torch.full((qi.shape[0],), float("-inf"), dtype=q2.dtype, device=q2.device)
         total = torch.zeros_like(m)
         for j0 in range(0, c, t):
             kj = k[j0 : j0 + t]
             s = torch.mm(qi, kj.T, out=_tile_buffer(flat, qi.shape[0], kj.shape[0]))  # (TI, TJ)
-            _mask_self(s, si, j0)
+            _mask_self(s, si, j0, span)
             m_new = torch.maximum(m, s.amax(1))  # (TI,)
             shift = torch.where(torch.isfinite(m_new), m_new, 0.0)  # a fully masked row: 0
             total.mul_(torch.exp2(m - shift)).add_(s.sub_(shift[:, None]).exp2_().sum(1))
@@ -148,105 +175,141 @@ def _rect_forward_online(q2: Tensor, k: Tensor, self_index: Tensor, t: int) -> T
     return out
 
 
-def _rect_forward(q2: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
-    """Base-2 row log-sum-exp of q2 @ k.T without the self column.
+def _rect_forward(a: Tensor, k: Tensor, scale2: float, self_index: Tensor, t: int) -> Tensor:
+    """Base-2 row log-sum-exp of the logits scale2·a @ k.T without the self column.
 
-    Shift: the Cauchy-Schwarz bound b_i = |q2_i|·max_c |k_c| ≥ every logit of row i, folded into
-    the GEMM as an extra column, so a tile costs one GEMM, one ``exp2`` and one row sum, and never
-    overflows. Rows whose shifted sum is too small to be exact (the bound far above the row's
-    largest logit: tiny τ, unequal norms) are redone by the online running max.
-    Shape: q2 (A, D), k (C, D), self_index (A,) → (A,), in log2 units.
+    Shift: the Cauchy-Schwarz bound b_i = scale2·|a_i|·max_c |k_c| ≥ every logit of row i, folded
+    into the GEMM as an extra column, so a tile costs one GEMM, one ``exp2`` and one row sum, and
+    never overflows. Rows whose shifted sum is too small to be exact (the bound far above the
+    row's largest logit: tiny τ, unequal norms) are redone by the online running max.
+    Shape: a (A, D), k (C, D), self_index (A,) → (A,), in log2 units.
     """
-    a, c = q2.shape[0], k.shape[0]
-    bound = q2.norm(dim=1) * k.norm(dim=1).max()  # (A,)
-    qa = torch.cat([q2, -bound[:, None]], dim=1)  # (A, D + 1)
-    ka = torch.cat([k, torch.ones_like(k[:, :1])], dim=1)  # (C, D + 1)
+    n_a, n_c = a.shape[0], k.shape[0]
+    bound = torch.linalg.vector_norm(a, dim=1) * (scale2 * torch.linalg.vector_norm(k, dim=1).max())
+    qa = _augment(a, scale2, -bound)  # (A, D + 1)
+    ka = _augment(k, 1.0, 1.0)  # (C, D + 1): qa_i·ka_c = logit2_ic − b_i ≤ 0
     rows = torch.zeros_like(bound)
-    flat = q2.new_empty(min(t, a) * min(t, c))
-    for i0 in range(0, a, t):
+    flat = a.new_empty(min(t, n_a) * min(t, n_c))
+    for i0 in range(0, n_a, t):
         si = self_index[i0 : i0 + t]
+        span = _self_columns(si)
         acc = rows[i0 : i0 + t]
-        for j0 in range(0, c, t):
-            e = _tile_buffer(flat, min(t, a - i0), min(t, c - j0))
-            torch.mm(qa[i0 : i0 + t], ka[j0 : j0 + t].T, out=e)  # (TI, TJ) = s − b_i ≤ 0
-            _mask_self(e, si, j0)
+        for j0 in range(0, n_c, t):
+            e = _tile_buffer(flat, min(t, n_a - i0), min(t, n_c - j0))
+            torch.mm(qa[i0 : i0 + t], ka[j0 : j0 + t].T, out=e)  # (TI, TJ)
+            _mask_self(e, si, j0, span)
             acc.add_(e.exp2_().sum(1))
     lse2 = bound + rows.log2()
-    poor = ~(rows >= _MIN_SUM[q2.dtype])  # also catches 0 (every term flushed) and NaN
+    poor = ~(rows >= _MIN_SUM[a.dtype])  # also catches 0 (every term flushed) and NaN
     if bool(poor.any()):
-        index = torch.arange(a, device=q2.device)[poor]
-        lse2[index] = _rect_forward_online(q2[index], k, self_index[index], t)
+        index = torch.arange(n_a, device=a.device)[poor]
+        lse2[index] = _rect_forward_online(a[index] * scale2, k, self_index[index], t)
     return lse2
 
 
 def _rect_backward(
-    q2: Tensor, k: Tensor, self_index: Tensor, lse2: Tensor, grad: Tensor, t: int
-) -> tuple[Tensor, Tensor]:
-    """Gradients of Σ_i g_i lse_i with respect to q = q2·ln 2 and k, recomputing each tile.
+    a: Tensor,
+    k: Tensor,
+    scale2: float,
+    self_index: Tensor,
+    lse2: Tensor,
+    grad: Tensor,
+    t: int,
+    need_k: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Gradients of Σ_i g_i lse_i with respect to a and k, recomputing each tile.
 
-    P_ic = 2^(q2_i·k_c − lse2_i) comes from one GEMM with the shift as an extra column, so it
-    never overflows; g_i scales the (TI, D) results, not the tile.
-    Shape: q2 (A, D), k (C, D) → (A, D), (C, D).
+    P_ic = 2^(logit2_ic − lse2_i) comes from one GEMM with the shift as an extra column, so it
+    never overflows; g_i/τ scales the (TI, D) results, not the tile.
+    Shape: a (A, D), k (C, D) → (A, D), (C, D).
     """
+    n_a, n_c = a.shape[0], k.shape[0]
     finite = torch.where(torch.isfinite(lse2), lse2, 0.0)  # rows with no contrast: no terms
-    qa = torch.cat([q2, -finite[:, None]], dim=1)  # (A, D + 1): q2_i·k_c − lse2_i in one GEMM
-    ka = torch.cat([k, torch.ones_like(k[:, :1])], dim=1)  # (C, D + 1)
-    gq = q2 * (grad * _LN2)[:, None]  # (A, D) = g_i q_i
-    dq = torch.zeros_like(q2)
-    dk = torch.zeros_like(k)
-    a, c = q2.shape[0], k.shape[0]
-    flat = q2.new_empty(min(t, a) * min(t, c))
-    for i0 in range(0, a, t):
+    qa = _augment(a, scale2, -finite)  # (A, D + 1): logit2_ic − lse2_i in one GEMM
+    ka = _augment(k, 1.0, 1.0)  # (C, D + 1)
+    row_scale = grad * (scale2 * _LN2)  # (A,) g_i/τ
+    ga = a * row_scale[:, None] if need_k else a  # (A, D)
+    da = torch.zeros_like(a)
+    dk = torch.zeros_like(k) if need_k else None
+    flat = a.new_empty(min(t, n_a) * min(t, n_c))
+    for i0 in range(0, n_a, t):
         si = self_index[i0 : i0 + t]
-        acc = dq[i0 : i0 + t]  # (TI, D), a view
-        for j0 in range(0, c, t):
-            p = _tile_buffer(flat, min(t, a - i0), min(t, c - j0))
+        span = _self_columns(si)
+        acc = da[i0 : i0 + t]  # (TI, D), a view
+        for j0 in range(0, n_c, t):
+            p = _tile_buffer(flat, min(t, n_a - i0), min(t, n_c - j0))
             torch.mm(qa[i0 : i0 + t], ka[j0 : j0 + t].T, out=p)  # (TI, TJ) = log2 P ≤ 0
-            _mask_self(p, si, j0)
+            _mask_self(p, si, j0, span)
             p.exp2_()
             acc.addmm_(p, k[j0 : j0 + t])
-            dk[j0 : j0 + t].addmm_(p.T, gq[i0 : i0 + t])
-        acc.mul_(grad[i0 : i0 + t, None])
-    return dq, dk
+            if dk is not None:
+                dk[j0 : j0 + t].addmm_(p.T, ga[i0 : i0 + t])
+        acc.mul_(row_scale[i0 : i0 + t, None])
+    return da, dk
+
+
+def _scale2(temperature: Tensor | float) -> float:
+    """log2(e)/τ: the factor that turns a·c into a base-2 logit (one sync for a tensor τ)."""
+    return _LOG2E / float(temperature)
+
+
+def _temperature_grad(
+    temperature: Tensor | float, needed: bool, dot: Tensor, power: float
+) -> Tensor | None:
+    """dℓ/dτ from the embedding gradient: the loss depends on τ only through x/τ^power.
+
+    With x' = x/τ^p, dℓ/dτ = −(p/τ) Σ x·dℓ/dx, where ``dot`` = Σ x·dℓ/dx (0-dim).
+    """
+    if not needed or not isinstance(temperature, Tensor):
+        return None
+    return (-power / temperature.detach() * dot).to(temperature.dtype)
 
 
 class _RectangularLSE(torch.autograd.Function):
-    """lse_i = log Σ_{c ≠ self(i)} exp(q_i · k_c); tiled forward and recomputing backward."""
+    """lse_i = log Σ_{c ≠ self(i)} exp(a_i·k_c/τ); tiled forward and recomputing backward."""
 
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, self_index: Tensor, t: int) -> Tensor:
+    def forward(
+        ctx: Any, a: Tensor, k: Tensor, temperature: Tensor | float, self_index: Tensor, t: int
+    ) -> Tensor:
+        scale2 = _scale2(temperature)
         with torch.no_grad():
-            q2 = q * _LOG2E  # base-2 logits: exp2 is ~3x cheaper than exp on CPU
-            lse2 = _rect_forward(q2, k, self_index, t)
-        ctx.save_for_backward(q2, k, self_index, lse2)
-        ctx.t = t
+            lse2 = _rect_forward(a, k, scale2, self_index, t)
+        ctx.save_for_backward(a, k, self_index, lse2)
+        ctx.temperature, ctx.scale2, ctx.t = temperature, scale2, t
         return lse2 * _LN2
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        q2, k, self_index, lse2 = ctx.saved_tensors
-        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-            return None, None, None, None
-        dq, dk = _rect_backward(q2, k, self_index, lse2, grad.contiguous(), ctx.t)
-        return dq, dk, None, None
+    def backward(
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
+        a, k, self_index, lse2 = ctx.saved_tensors
+        need_a, need_k, need_t = ctx.needs_input_grad[:3]
+        if not (need_a or need_k or need_t):
+            return None, None, None, None, None
+        da, dk = _rect_backward(
+            a, k, ctx.scale2, self_index, lse2, grad.contiguous(), ctx.t, need_k=need_k
+        )
+        dt = _temperature_grad(ctx.temperature, need_t, (a * da).sum(), 1.0)
+        return (da if need_a else None), dk, dt, None, None
 
 
-def _sym_forward(y2: Tensor, t: int) -> tuple[Tensor, Tensor]:
-    """Base-2 row log-sum-exp of y2 @ y2.T without the diagonal, over the upper triangle of tiles.
+def _sym_forward(z: Tensor, scale2: float, t: int) -> tuple[Tensor, Tensor]:
+    """Base-2 row log-sum-exp of the logits scale2·z @ z.T without the diagonal, upper triangle.
 
-    Shift: 2^{s_ij} = 2^{c_i + c_j} E_ij with c = ½|y2|² and E_ij = 2^{−½|y2_i − y2_j|²} ≤ 1, so a
-    tile needs one ``exp2`` for its rows and its columns, and the shift is folded into the GEMM.
-    Shape: y2 (N, D) → (lse2 (N,), shifted row sums (N,)).
+    With y = √scale2·z and c = ½|y|², 2^{y_i·y_j} = 2^{c_i + c_j} E_ij where E_ij =
+    2^{−½|y_i − y_j|²} ≤ 1: a tile needs one ``exp2`` for its rows and its columns, and the shift
+    is folded into the GEMM. Shape: z (N, D) → (lse2 (N,), shifted row sums (N,)).
     """
-    n = y2.shape[0]
-    c = 0.5 * (y2 * y2).sum(1)  # (N,)
+    n = z.shape[0]
+    root = math.sqrt(scale2)
+    c = (0.5 * scale2) * torch.linalg.vector_norm(z, dim=1).square()  # (N,)
     kappa = c.max()
     w = torch.exp2(c - kappa)  # (N,) ≤ 1; all 1 for unit rows (normalize=True)
-    ones = torch.ones_like(c[:, None])
-    ya = torch.cat([y2, -c[:, None], ones], dim=1)  # (N, D + 2)
-    yb = torch.cat([y2, ones, -c[:, None]], dim=1)  # (N, D + 2): ya_i·yb_j = s_ij − c_i − c_j
+    ya = _augment(z, root, -c, 1.0)  # (N, D + 2)
+    yb = _augment(z, root, 1.0, -c)  # (N, D + 2): ya_i·yb_j = y_i·y_j − c_i − c_j
     rows = torch.zeros_like(c)
-    flat = y2.new_empty(min(t, n) ** 2)
+    flat = z.new_empty(min(t, n) ** 2)
     for i0 in range(0, n, t):
         for j0 in range(i0, n, t):
             e = _tile_buffer(flat, min(t, n - i0), min(t, n - j0))
@@ -261,86 +324,88 @@ def _sym_forward(y2: Tensor, t: int) -> tuple[Tensor, Tensor]:
     return c + kappa + rows.log2(), rows
 
 
-def _sym_backward(y: Tensor, lse: Tensor, grad: Tensor, t: int) -> Tensor:
-    """Gradient of Σ_i g_i lse_i with respect to y, over the upper triangle of tiles.
+def _sym_backward(z: Tensor, scale2: float, lse: Tensor, grad: Tensor, t: int) -> Tensor:
+    """Gradient of Σ_i g_i lse_i with respect to z, over the upper triangle of tiles.
 
-    With P_ij = e^{s_ij − L_i}, d/dy_I = Σ_J H_IJ y_J where H_ij = g_i P_ij + g_j P_ji
+    With P_ij = e^{s_ij − L_i}, dℓ/dz_I = (1/τ) Σ_J H_IJ z_J where H_ij = g_i P_ij + g_j P_ji
     = E_ij (u_i v_j + v_i u_j), E_ij = e^{s_ij − ½(L_i + L_j)} ≤ 1, u = g e^{λ − L/2},
     v = e^{L/2 − λ}. One GEMM recomputes E (shift folded in, base 2), one ``exp2``, a rank-2
-    scaling of the tile, and the tile feeds rows I (H y_J) and rows J (Hᵀ y_I).
-    Shape: y (N, D) → (N, D).
+    scaling of the tile, and the tile feeds rows I (H z_J) and rows J (Hᵀ z_I).
+    Shape: z (N, D) → (N, D).
     """
-    n = y.shape[0]
+    n = z.shape[0]
     half = 0.5 * lse  # (N,), finite here (the caller checked the spread)
     lam = 0.5 * (half.max() + half.min())
-    u = grad * torch.exp(lam - half)  # (N,)
+    u = grad * torch.exp(lam - half) * (scale2 * _LN2)  # (N,), with the 1/τ of dℓ/dz
     v = torch.exp(half - lam)  # (N,)
-    y2 = y * math.sqrt(_LOG2E)  # y2_i·y2_j = s_ij·log2(e)
-    half2 = (half * _LOG2E)[:, None]  # (N, 1)
-    ones = torch.ones_like(half2)
-    ya = torch.cat([y2, -half2, ones], dim=1)  # (N, D + 2)
-    yb = torch.cat([y2, ones, -half2], dim=1)  # (N, D + 2)
-    dy = torch.zeros_like(y)
-    flat_e, flat_w = y.new_empty(min(t, n) ** 2), y.new_empty(min(t, n) ** 2)
+    half2 = half * _LOG2E
+    root = math.sqrt(scale2)
+    ya = _augment(z, root, -half2, 1.0)  # (N, D + 2)
+    yb = _augment(z, root, 1.0, -half2)  # (N, D + 2): ya_i·yb_j = log2 E_ij
+    dz = torch.zeros_like(z)
+    flat_e, flat_w = z.new_empty(min(t, n) ** 2), z.new_empty(min(t, n) ** 2)
     for i0 in range(0, n, t):
         for j0 in range(i0, n, t):
             ti, tj = min(t, n - i0), min(t, n - j0)
             e = _tile_buffer(flat_e, ti, tj)
-            torch.mm(ya[i0 : i0 + t], yb[j0 : j0 + t].T, out=e)  # log2 of E_IJ
+            torch.mm(ya[i0 : i0 + t], yb[j0 : j0 + t].T, out=e)
             e.exp2_()
             if i0 == j0:
                 e.fill_diagonal_(0.0)
             w = _tile_buffer(flat_w, ti, tj)
-            torch.mul(u[i0 : i0 + t, None], v[None, j0 : j0 + t], out=w)
+            w.addr_(u[i0 : i0 + t], v[j0 : j0 + t], beta=0)  # beta=0: old content ignored
             w.addr_(v[i0 : i0 + t], u[j0 : j0 + t])  # u_i v_j + v_i u_j
-            e.mul_(w)  # H_IJ
-            dy[i0 : i0 + t].addmm_(e, y[j0 : j0 + t])
+            e.mul_(w)  # H_IJ / τ
+            dz[i0 : i0 + t].addmm_(e, z[j0 : j0 + t])
             if i0 != j0:
-                dy[j0 : j0 + t].addmm_(e.T, y[i0 : i0 + t])
-    return dy
+                dz[j0 : j0 + t].addmm_(e.T, z[i0 : i0 + t])
+    return dz
 
 
 class _SymmetricLSE(torch.autograd.Function):
-    """lse_i = log Σ_{j ≠ i} exp(y_i · y_j) over the upper triangle of tiles."""
+    """lse_i = log Σ_{j ≠ i} exp(z_i·z_j/τ) over the upper triangle of tiles."""
 
     @staticmethod
-    def forward(ctx: Any, y: Tensor, t: int) -> Tensor:
+    def forward(ctx: Any, z: Tensor, temperature: Tensor | float, t: int) -> Tensor:
+        scale2 = _scale2(temperature)
         with torch.no_grad():
-            lse = _sym_lse_robust(y, t)
-        ctx.save_for_backward(y, lse)
-        ctx.t = t
+            lse = _sym_lse_robust(z, scale2, t)
+        ctx.save_for_backward(z, lse)
+        ctx.temperature, ctx.scale2, ctx.t = temperature, scale2, t
         return lse
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
-        y, lse = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        z, lse = ctx.saved_tensors
+        need_z, need_t = ctx.needs_input_grad[:2]
+        if not (need_z or need_t):
+            return None, None, None
         grad = grad.contiguous()
         finite = torch.isfinite(lse)
         spread = lse.masked_fill(~finite, 0).amax() - lse.masked_fill(~finite, 0).amin()
-        if bool(finite.all()) and float(spread) <= _max_spread(y.dtype):
-            return _sym_backward(y, lse, grad, ctx.t), None
-        # the shared shift ½(L_i + L_j) would under/overflow: exact per-row shifts instead
-        index = torch.arange(y.shape[0], device=y.device)
-        dq, dk = _rect_backward(y * _LOG2E, y, index, lse * _LOG2E, grad, ctx.t)
-        return dq + dk, None
+        if bool(finite.all()) and float(spread) <= _max_spread(z.dtype):
+            dz = _sym_backward(z, ctx.scale2, lse, grad, ctx.t)
+        else:  # the shared shift ½(L_i + L_j) would under/overflow: exact per-row shifts
+            index = torch.arange(z.shape[0], device=z.device)
+            da, dk = _rect_backward(z, z, ctx.scale2, index, lse * _LOG2E, grad, ctx.t)
+            dz = da + dk  # type: ignore[operator]
+        dt = _temperature_grad(ctx.temperature, need_t, (z * dz).sum(), 0.5)  # z/√τ
+        return (dz if need_z else None), dt, None
 
 
-def _sym_lse_robust(y: Tensor, t: int) -> Tensor:
+def _sym_lse_robust(z: Tensor, scale2: float, t: int) -> Tensor:
     """Symmetric forward (natural log), rows whose fixed-shift sum lost precision redone exactly."""
-    n = y.shape[0]
-    index = torch.arange(n, device=y.device)
-    y2 = y * math.sqrt(_LOG2E)
-    c = 0.5 * (y2 * y2).sum(1)
-    if n < 2 or float(c.max() - c.min()) > _max_spread(y.dtype):
+    n = z.shape[0]
+    index = torch.arange(n, device=z.device)
+    c = (0.5 * scale2) * torch.linalg.vector_norm(z, dim=1).square()
+    if n < 2 or float(c.max() - c.min()) > _max_spread(z.dtype):
         # norms too unequal for one shared shift: per-row shifts
-        return _rect_forward(y * _LOG2E, y, index, t) * _LN2
-    lse2, rows = _sym_forward(y2, t)
-    poor = ~(rows >= _MIN_SUM[y.dtype])  # also catches 0 (every term flushed) and NaN
+        return _rect_forward(z, z, scale2, index, t) * _LN2
+    lse2, rows = _sym_forward(z, scale2, t)
+    poor = ~(rows >= _MIN_SUM[z.dtype])  # also catches 0 (every term flushed) and NaN
     if bool(poor.any()):
         bad = index[poor]
-        lse2[bad] = _rect_forward_online(y[bad] * _LOG2E, y, bad, t)
+        lse2[bad] = _rect_forward_online(z[bad] * scale2, z, bad, t)
     return lse2 * _LN2
 
 
@@ -370,13 +435,10 @@ def tiled_log_sum_exp(
     """
     t = _tile(tile_size)
     if contrasts is None:
-        y = anchors / (
-            temperature.sqrt() if isinstance(temperature, Tensor) else math.sqrt(temperature)
-        )
-        return _SymmetricLSE.apply(y, t)
+        return _SymmetricLSE.apply(anchors, temperature, t)
     if self_index is None:
         self_index = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
-    return _RectangularLSE.apply(anchors / temperature, contrasts, self_index.long(), t)
+    return _RectangularLSE.apply(anchors, contrasts, temperature, self_index.long(), t)
 
 
 def _positive_logit_sums(

@@ -47,7 +47,7 @@ class PretrainConfig:
     )
     norm: str = _f("batch", "normalisation layers: batch or group (BN-free)")
     epochs: int = _f(100, "training epochs")
-    batch_size: int = _f(256, "images per step (each gives `views` views)")
+    batch_size: int = _f(256, "images per step, all processes together (each gives `views` views)")
     views: int = _f(2, "augmented views per image for simclr/supcon (ce uses 1)")
     optimizer: str = _f("sgd", "sgd (momentum), lars or adamw")
     lr: float | None = _f(None, "base learning rate for batch 256 (scaled by batch_size/256)")
@@ -62,6 +62,9 @@ class PretrainConfig:
     seed: int = _f(0, "random seed (model init, data order, augmentation)")
     device: str = _f("auto", "auto, cpu or cuda")
     amp: bool = _f(True, "mixed precision (float16 autocast + grad scaling) on CUDA")
+    sync_bn: bool = _f(
+        False, "SyncBatchNorm over all processes under torchrun (CUDA, --norm batch)"
+    )
     channels_last: bool = _f(True, "channels-last memory format for convolutions")
     out: str | None = _f(None, "run directory (default runs/<data>-<method>-<timestamp>)")
     resume: bool = _f(False, "continue the run in `out` from checkpoints/last.pt")

@@ -1,8 +1,9 @@
 """Stage 1: pretrain an encoder with SimCLR, SupCon or cross-entropy, resumable bit-exactly.
 
-The loop is laid out for a later DDP wrap: :func:`build_training_state` is the one place that
-builds the model, :func:`epoch_batches` the one place that orders the data (a distributed
-sampler slices it there), and every write goes through ``is_main()``.
+One process or several under ``torchrun`` (``docs/distributed.md``): :func:`build_training_state`
+is the one place that builds (and DDP-wraps) the model, :func:`epoch_batches` the one place that
+orders the data (a ``DistributedSampler`` gives each process its share of every global batch),
+the losses gather their contrasts across processes, and every write goes through ``is_main()``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
+from contrastkit import distributed
 from contrastkit.data import (
     ImageTensorDataset,
     MultiViewAugment,
@@ -45,9 +47,7 @@ CUSTOM_DATA = "<dataset object>"
 RESUME_MAY_CHANGE = {"resume", "quiet", "device"}
 
 
-def is_main() -> bool:
-    """True on the process that writes files (rank 0; always True without DDP)."""
-    return True
+is_main = distributed.is_main  # the process that writes files (rank 0; always True unlaunched)
 
 
 @dataclass
@@ -194,16 +194,39 @@ def load_run_data(
     return RunData(train, bank, test, shape)
 
 
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    """Shuffle indices 0..n-1 and cut them into full batches (the last partial batch is dropped).
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Tensor]:
+    """This process's batches of one epoch: shuffled indices cut into full batches.
 
-    When n < batch_size the whole shuffled set is one batch. This is where a distributed
-    sampler would take every world_size-th batch.
+    A ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)`` with ``set_epoch(epoch)``
+    gives process r the positions r, r + W, r + 2W… of one permutation of 0..n−1; cut into
+    batches of ``batch_size / W``, step k of all processes together covers positions
+    [k·B, (k+1)·B) of that permutation: exactly the global batch one process would draw (W = 1
+    runs the same code), so a run on W processes sees the same batches as one process. The last
+    partial batch is dropped; when n ≤ batch_size the whole shuffled set is one batch. The order
+    depends only on (seed, epoch), so a resumed run continues it exactly.
+
+    Raises:
+        ValueError: if the number of processes does not divide ``batch_size``.
     """
-    perm = torch.randperm(n, generator=generator)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n),  # type: ignore[arg-type]  # any sized sequence works
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    local = torch.tensor(list(sampler), dtype=torch.long)  # (n // W,)
     if n <= batch_size:
-        return [perm]
-    return list(perm[: n - n % batch_size].split(batch_size))
+        return [local]
+    per_process = distributed.local_batch_size(batch_size)
+    return list(local[: len(local) - len(local) % per_process].split(per_process))
+
+
+def augment_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of the augmentation generator for one epoch on one process (distinct per rank)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -214,12 +237,31 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 # --- model, optimiser, schedule -----------------------------------------------------------------
 
 
+class EncoderWithHead(nn.Module):
+    """``head(encoder(x))``: the one module the training step calls (and DDP wraps)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Project a batch. Shape: (B, C, H, W) → (B, D)."""
+        out: Tensor = self.head(self.encoder(x))
+        return out
+
+
 @dataclass
 class TrainingState:
-    """Everything a checkpoint restores."""
+    """Everything a checkpoint restores, and the network the step calls.
+
+    ``network`` is ``EncoderWithHead(encoder, head)``, DDP-wrapped under ``torchrun``; evaluation
+    and checkpoints use ``encoder`` and ``head`` themselves.
+    """
 
     encoder: nn.Module
     head: nn.Module
+    network: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -242,6 +284,8 @@ def build_training_state(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     encoder = encoder.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     head = head.to(device)
+    # under torchrun: DDP (and SyncBatchNorm with sync_bn); unlaunched: the module itself
+    network = distributed.wrap_model(EncoderWithHead(encoder, head), device, sync_bn=cfg.sync_bn)
     peak_lr = cfg.lr * cfg.batch_size / 256
     optimizer = build_optimizer(
         cfg.optimizer,
@@ -257,11 +301,10 @@ def build_training_state(
         optimizer, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warmup)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    generators = {
-        "loader": torch.Generator().manual_seed(cfg.seed),
-        "augment": torch.Generator(device=device).manual_seed(cfg.seed + 1),
-    }
-    return TrainingState(encoder, head, optimizer, scheduler, scaler, generators)
+    # the data order needs no generator (DistributedSampler: seed + epoch); the augmentation
+    # generator is reseeded per (seed, epoch, rank) at the start of every epoch
+    generators = {"augment": torch.Generator(device=device).manual_seed(cfg.seed + 1)}
+    return TrainingState(encoder, head, network, optimizer, scheduler, scaler, generators)
 
 
 def state_dict(
@@ -320,18 +363,22 @@ def compute_loss(
     assert cfg.temperature is not None
     if cfg.method == "ce":
         x = views[:, 0].contiguous(memory_format=fmt)  # (B, C, H, W)
-        return F.cross_entropy(state.head(state.encoder(x)), labels)
+        return F.cross_entropy(state.network(x), labels)  # DDP's average is the global mean
     x = views.flatten(0, 1).contiguous(memory_format=fmt)  # (B·V, C, H, W)
-    z = state.head(state.encoder(x)).float().view(b, v, -1)  # (B, V, D)
+    z = state.network(x).float().view(b, v, -1)  # (B, V, D)
+    gather = distributed.is_distributed()  # contrast against the views of every process
     if cfg.method == "simclr":
         if v == 2:
-            return nt_xent(z[:, 0], z[:, 1], cfg.temperature)
-        return supcon(z, None, cfg.temperature)
-    return supcon(z, labels, cfg.temperature)
+            return nt_xent(z[:, 0], z[:, 1], cfg.temperature, gather=gather)
+        return supcon(z, None, cfg.temperature, gather=gather)
+    return supcon(z, labels, cfg.temperature, gather=gather)
 
 
 def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels: Tensor) -> float:
-    """One optimisation step (loss, backward, optimiser, schedule); returns the loss value."""
+    """One optimisation step (loss, backward, optimiser, schedule); returns the loss value.
+
+    Under ``torchrun`` the value is the mean over processes: the loss of the global batch.
+    """
     device_type = views.device.type
     with torch.autocast(device_type, dtype=torch.float16, enabled=state.scaler.is_enabled()):
         loss = compute_loss(cfg, state, views, labels)
@@ -340,7 +387,7 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
-    return float(loss.detach())
+    return float(distributed.all_reduce(loss.detach(), "mean"))
 
 
 def train_epoch(
@@ -352,6 +399,9 @@ def train_epoch(
     bar: Any,
 ) -> tuple[list[dict[str, Any]], list[float], int]:
     """One pass over the data in shuffled full batches; returns step records, losses, images seen.
+
+    Under DDP each process takes its share of every batch (see :func:`epoch_batches`) and
+    ``seen`` counts the images of all processes.
 
     Args:
         cfg: The run's config.
@@ -365,15 +415,19 @@ def train_epoch(
     records: list[dict[str, Any]] = []
     losses: list[float] = []
     seen = 0
+    world = distributed.world_size()
     state.encoder.train()
     state.head.train()
-    for idx in epoch_batches(len(images), cfg.batch_size, state.generators["loader"]):
+    # different augmentations on every process, reproducible per (seed, epoch, rank)
+    seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
+    state.generators["augment"].manual_seed(seed)
+    for idx in epoch_batches(len(images), cfg.batch_size, seed=cfg.seed, epoch=state.epoch):
         idx = idx.to(images.device)
         lr = state.optimizer.param_groups[0]["lr"]
-        x = augment(images[idx], state.generators["augment"])  # (B, V, C, H, W)
+        x = augment(images[idx], state.generators["augment"])  # (B / W, V, C, H, W)
         loss = train_step(cfg, state, x, labels[idx])
         state.step += 1
-        seen += len(idx)
+        seen += len(idx) * world
         losses.append(loss)
         records.append(
             {"kind": "step", "epoch": state.epoch + 1, "step": state.step, "loss": loss, "lr": lr}
@@ -489,11 +543,46 @@ def pretrain(
     if source == CUSTOM_DATA:
         raise ContrastkitError("this run was trained on a Dataset object: pass it again as data=")
     device = resolve_device(cfg.device)
+    joined = distributed.launched() and not distributed.is_distributed()
+    if distributed.launched():  # torchrun: cuda:LOCAL_RANK + nccl, or the CPU + gloo
+        device = _launch_errors(lambda: distributed.init_from_env(device.type))
+    try:
+        return _pretrain(cfg, source, test_data, device)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _launch_errors(fn: Any) -> Any:
+    """Call ``fn``, turning the ``ValueError`` of a bad launch into a ``ContrastkitError``."""
+    try:
+        return fn()
+    except ContrastkitError:
+        raise
+    except ValueError as e:
+        raise ContrastkitError(str(e)) from None
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    source: str | Dataset[tuple[Tensor, int]],
+    test_data: str | Dataset[tuple[Tensor, int]] | None,
+    device: torch.device,
+) -> PretrainResult:
+    world = distributed.world_size()
+    _launch_errors(lambda: distributed.local_batch_size(cfg.batch_size))
+    if cfg.sync_bn and device.type != "cuda":
+        raise ContrastkitError(
+            "--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); on the CPU use "
+            "--norm group for batch-independent normalisation"
+        )
     run_data = load_run_data(cfg, source, test_data)
     if cfg.model is None:
         cfg = replace(cfg, model=default_model(run_data.shape))
     assert cfg.out is not None
-    out = rundir.prepare_run_dir(cfg.out, resume=cfg.resume) if is_main() else Path(cfg.out)
+    run_dir = cfg.out
+    distributed.main_first(lambda: rundir.prepare_run_dir(run_dir, resume=cfg.resume))
+    out = Path(cfg.out)
 
     state = build_training_state(cfg, run_data.shape, len(run_data.train), device)
     ckpt_path = out / rundir.CHECKPOINT
@@ -503,7 +592,8 @@ def pretrain(
             rundir.truncate_metrics(out, state.step)
     elif is_main():
         saved = {**to_dict(cfg), "resume": False}
-        rundir.write_config(out, saved, rundir.provenance(str(device)))
+        prov = {**rundir.provenance(str(device)), "world_size": world}
+        rundir.write_config(out, saved, prov)
 
     preset = cfg.augment or (
         dataset_info(source).preset
@@ -518,7 +608,7 @@ def pretrain(
     knn_acc: float | None = None
     loss_mean = float("nan")
 
-    bar = _progress(cfg.epochs * per_epoch, state.step, cfg.quiet)
+    bar = _progress(cfg.epochs * per_epoch, state.step, cfg.quiet or not is_main())
     while state.epoch < cfg.epochs:
         t0, c0 = time.perf_counter(), time.process_time()
         records, losses, seen = train_epoch(cfg, state, augment, images, labels, bar)
@@ -526,7 +616,7 @@ def pretrain(
         state.epoch += 1
         loss_mean = float(np.mean(losses))
         monitor = cfg.knn_every > 0 and state.epoch % cfg.knn_every == 0
-        if monitor or state.epoch == cfg.epochs:
+        if (monitor or state.epoch == cfg.epochs) and is_main():
             knn_acc = knn_monitor(cfg, state, run_data, device)
         state.elapsed += time.perf_counter() - t0
         state.cpu_elapsed += time.process_time() - c0
@@ -555,4 +645,5 @@ def pretrain(
             np.savez(out / "similarity.npz", **snap)
         if knn_acc is None and cfg.resume:
             knn_acc = knn_monitor(cfg, state, run_data, device)
+    distributed.barrier()  # every process ends with the files of rank 0 written
     return PretrainResult(out, state.epoch, state.elapsed, knn_acc, loss_mean)

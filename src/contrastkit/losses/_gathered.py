@@ -1,0 +1,147 @@
+r"""Local anchors against the contrasts of every process: the distributed form of the rows core.
+
+With ``gather=True`` a loss on process r (of W) keeps its own N_r anchors and contrasts them
+against the rows of all processes, gathered with :func:`contrastkit.distributed.gather_with_grad`;
+the classes are gathered with them and each anchor's own column is offset by the rows of the
+processes before r. Process r returns
+
+.. math::
+    L_r = W \cdot \frac{\sum_{i \in I^+_r} -r_i}{|I^+|}
+
+where I⁺_r are its anchors with a positive and |I⁺| = Σ_r |I⁺_r| is all-reduced without
+gradient. Then (1/W) Σ_r L_r is the loss of one process on the concatenated batch, and because
+the gather's backward sums over processes, each process's embeddings receive W times their
+full-batch gradient, which DDP's average over W processes turns into exactly the full-batch
+gradient of every parameter, a learnable temperature included.
+
+Unlaunched (W = 1) the gathers are the identity and the result is the single-process loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from contrastkit import distributed
+from contrastkit.losses._rows import row_log_probs
+from contrastkit.losses.tiled import auto_is_tiled, row_log_probs_tiled, self_row_log_probs_tiled
+
+#: ``(anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature)
+#: -> (r, num_positives)``, the contract of :func:`contrastkit.losses._rows.row_log_probs`.
+RowFn = Callable[..., tuple[Tensor, Tensor]]
+
+#: The rectangular rows cores by ``impl`` name: the one dispatch point of the single-process and
+#: the gathered paths alike.
+ROW_IMPLS: dict[str, RowFn] = {"dense": row_log_probs, "tiled": row_log_probs_tiled}
+
+
+def resolve_impl(
+    impl: str, anchors: int, contrasts: int, *, gather: bool, symmetric: bool = False
+) -> str:
+    """Turn ``impl="auto"`` into ``"dense"`` or ``"tiled"`` by the size of the logit matrix.
+
+    Args:
+        impl: ``"auto"``, ``"dense"`` or ``"tiled"``.
+        anchors: This process's anchors A.
+        contrasts: This process's contrasts C; with ``gather``, W·C approximates the gathered M.
+        gather: Whether the contrasts are gathered from every process.
+        symmetric: The anchors are the contrasts; the tiled core's symmetric path applies unless
+            the contrasts are gathered (a gathered block is rectangular).
+
+    Returns:
+        ``"dense"`` or ``"tiled"``.
+    """
+    if impl != "auto":
+        return impl
+    world = distributed.world_size() if gather else 1
+    rectangular = not symmetric or world > 1
+    tiled = auto_is_tiled(anchors, contrasts * world, symmetric=not rectangular)
+    return "tiled" if tiled else "dense"
+
+
+def rows_against_all(
+    anchors: Tensor,
+    contrasts: Tensor,
+    anchor_classes: Tensor,
+    contrast_classes: Tensor,
+    self_index: Tensor,
+    temperature: Tensor | float,
+    *,
+    impl: str,
+    gather: bool,
+    symmetric: bool = False,
+    tile_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """r_i of the local anchors against the local (or, with ``gather``, all processes') contrasts.
+
+    Args:
+        anchors: This process's anchors. Shape: (A, D).
+        contrasts: This process's contrasts. Shape: (C, D).
+        anchor_classes: Class of each anchor, unique across processes where it must be (see
+            :func:`global_classes`). Shape: (A,).
+        contrast_classes: Class of each contrast. Shape: (C,).
+        self_index: Column of each anchor among the local contrasts, −1 if none. Shape: (A,).
+        temperature: τ, a float or a 0-dim tensor.
+        impl: A key of :data:`ROW_IMPLS`: ``"dense"`` or ``"tiled"``.
+        gather: Contrast against the gathered contrasts of every process.
+        symmetric: The anchors are the contrasts (``self_index = arange``); the tiled core then
+            takes its symmetric path when nothing is gathered (W = 1 or ``gather=False``).
+        tile_size: Tile edge of the tiled core; None for its default. Unused by ``"dense"``.
+
+    Returns:
+        ``(r, num_positives)``, both (A,), as :func:`contrastkit.losses._rows.row_log_probs`.
+    """
+    if gather and distributed.world_size() > 1:
+        counts = distributed.row_counts(contrasts)  # C_r of every process
+        offset = sum(counts[: distributed.rank()])  # rows of the processes before this one
+        contrasts = distributed.gather_with_grad(contrasts, counts=counts)  # (M, D), M = Σ_r C_r
+        contrast_classes = distributed.all_gather(contrast_classes, counts=counts)  # (M,)
+        self_index = torch.where(self_index >= 0, self_index + offset, self_index)
+    elif symmetric and impl == "tiled":
+        return self_row_log_probs_tiled(
+            contrasts, contrast_classes, temperature, tile_size=tile_size
+        )
+    options = {"tile_size": tile_size} if impl == "tiled" else {}
+    return ROW_IMPLS[impl](
+        anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, **options
+    )
+
+
+def global_classes(local_index: Tensor, gather: bool) -> Tensor:
+    """Make per-sample classes (``labels=None``) distinct across processes.
+
+    Sample j of process r gets class j·W + r, so equal local indices on different processes never
+    match; with ``gather=False`` or W = 1 the index is returned unchanged.
+
+    Args:
+        local_index: Sample index within this process. Shape: (K,).
+        gather: Whether the loss gathers across processes.
+
+    Returns:
+        Class ids. Shape: (K,).
+    """
+    if not gather:
+        return local_index
+    return local_index * distributed.world_size() + distributed.rank()
+
+
+def negative_mean(r: Tensor, num_positives: Tensor, *, gather: bool) -> Tensor | None:
+    """−(mean of r_i over the anchors with a positive), as this process's share when gathering.
+
+    Args:
+        r: Row log-probabilities, 0 where an anchor has no positive. Shape: (A,).
+        num_positives: Positives of each anchor. Shape: (A,).
+        gather: Return W · Σ_{local i ∈ I⁺} −r_i / |I⁺| with |I⁺| counted over every process.
+
+    Returns:
+        A 0-dim tensor, or None when no anchor (on any process, with ``gather``) has a positive.
+    """
+    has_positive = num_positives > 0  # (A,)
+    if not gather:
+        return -r[has_positive].mean() if bool(has_positive.any()) else None
+    count = int(distributed.all_reduce(has_positive.sum()))
+    if count == 0:
+        return None
+    return -(distributed.world_size() / count) * r[has_positive].sum()
