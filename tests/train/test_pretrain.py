@@ -125,3 +125,42 @@ def test_epoch_batches_drop_last_and_small_sets():
     assert [len(b) for b in batches] == [32, 32]
     assert len(set(torch.cat(batches).tolist())) == 64
     assert [len(b) for b in epoch_batches(10, 32, seed=0, epoch=0)] == [10]
+
+
+@pytest.mark.parametrize(("optimizer", "norm"), [("lars", "group"), ("adamw", "batch")])
+def test_other_optimizers_and_batch_free_model(tmp_path, optimizer, norm):
+    out = tmp_path / optimizer
+    r = pretrain(
+        data="digits", method="simclr", optimizer=optimizer, norm=norm, out=str(out), **TINY
+    )
+    assert r.loss == r.loss
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["config"]["optimizer"] == optimizer
+    if norm == "group":
+        assert not any("running_mean" in k for k in [*ckpt["encoder"], *ckpt["head"]])
+
+
+@pytest.mark.slow
+def test_run_resume_redoes_only_unfinished_methods(tmp_path):
+    from contrastkit.train import run
+
+    out = tmp_path / "cmp"
+    opts = {
+        "limit": 64,
+        "batch_size": 32,
+        "epochs": 1,
+        "quiet": True,
+        "probe_epochs": 2,
+        "device": "cpu",
+    }
+    first = run(data="digits", methods="supcon,ce", out=str(out), **opts)
+    assert [r["method"] for r in first["rows"]] == ["supcon", "ce"]
+    assert "96.7" in first["table"]
+    ce_ckpt = (out / "ce" / "checkpoints" / "last.pt").read_bytes()
+    (out / "supcon" / "probe.json").unlink()
+    again = run(data="digits", methods="supcon,ce", out=str(out), resume=True, **opts)
+    assert (out / "supcon" / "probe.json").is_file()
+    assert (out / "ce" / "checkpoints" / "last.pt").read_bytes() == ce_ckpt  # untouched
+    assert again["rows"][1] == first["rows"][1]
+    with pytest.raises(ContrastkitError, match="already exists"):
+        run(data="digits", methods="ce", out=str(out), **opts)

@@ -2,7 +2,8 @@
 
 Schema of ``checkpoints/last.pt`` (``format`` 1): ``encoder``, ``head`` (state dicts),
 ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (python, numpy, torch, cuda, loader,
-augment), ``epoch`` (completed epochs), ``step``, ``elapsed`` (training seconds), ``finished``,
+augment), ``epoch`` (completed epochs), ``step``, ``elapsed`` and ``cpu_elapsed`` (training wall
+and process CPU seconds), ``finished``,
 ``config`` (the resolved pretraining config) and ``data`` (normalisation, image shape, classes).
 """
 

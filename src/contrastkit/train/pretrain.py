@@ -40,7 +40,7 @@ from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
 from contrastkit.train.optim import build_optimizer
-from contrastkit.train.recipes import method_defaults
+from contrastkit.train.recipes import data_defaults, method_defaults
 from contrastkit.train.schedules import warmup_cosine
 
 CUSTOM_DATA = "<dataset object>"
@@ -57,7 +57,7 @@ class PretrainResult:
     Attributes:
         run_dir: The run directory.
         epochs: Epochs trained in total.
-        seconds: Training wall time (summed over resumed parts).
+        seconds: Training wall time (summed over resumed parts; kNN monitor included).
         knn_acc: Last kNN-monitor test accuracy (None without labelled test data).
         loss: Mean loss of the last epoch.
     """
@@ -123,6 +123,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.limit is not None and cfg.limit < 2:
         raise ContrastkitError(f"limit must be >= 2, got {cfg.limit}")
     defaults = method_defaults(cfg.method, cfg.optimizer)
+    defaults["knn_k"] = data_defaults(CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     cfg = replace(cfg, **filled)
     if data_is_object:
@@ -268,6 +269,7 @@ class TrainingState:
     epoch: int = 0
     step: int = 0
     elapsed: float = 0.0
+    cpu_elapsed: float = 0.0
 
 
 def build_training_state(
@@ -320,6 +322,7 @@ def state_dict(
         "epoch": state.epoch,
         "step": state.step,
         "elapsed": state.elapsed,
+        "cpu_elapsed": state.cpu_elapsed,
         "finished": finished,
         "config": to_dict(cfg),
         "data": shape.__dict__,
@@ -335,6 +338,7 @@ def load_state(state: TrainingState, ckpt: dict[str, Any]) -> None:
     state.scaler.load_state_dict(ckpt["scaler"])
     ckpt_io.restore_rng_state(ckpt["rng"], state.generators)
     state.epoch, state.step, state.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
+    state.cpu_elapsed = ckpt["cpu_elapsed"]
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -386,6 +390,58 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
     return float(distributed.all_reduce(loss.detach(), "mean"))
 
 
+def train_epoch(
+    cfg: PretrainConfig,
+    state: TrainingState,
+    augment: MultiViewAugment,
+    images: Tensor,
+    labels: Tensor,
+    bar: Any,
+) -> tuple[list[dict[str, Any]], list[float], int]:
+    """One pass over the data in shuffled full batches; returns step records, losses, images seen.
+
+    Under DDP each process takes its share of every batch (see :func:`epoch_batches`) and
+    ``seen`` counts the images of all processes.
+
+    Args:
+        cfg: The run's config.
+        state: Networks, optimiser and generators (updated in place, ``state.step`` included).
+        augment: Draws the views of each batch.
+        images: All training images on the device, uint8. Shape: (N, C, H, W).
+        labels: Their labels. Shape: (N,).
+        bar: A tqdm progress bar (or anything with ``update`` and ``set_postfix``).
+    """
+    t0 = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    losses: list[float] = []
+    seen = 0
+    world = distributed.world_size()
+    state.encoder.train()
+    state.head.train()
+    # different augmentations on every process, reproducible per (seed, epoch, rank)
+    seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
+    state.generators["augment"].manual_seed(seed)
+    for idx in epoch_batches(len(images), cfg.batch_size, seed=cfg.seed, epoch=state.epoch):
+        idx = idx.to(images.device)
+        lr = state.optimizer.param_groups[0]["lr"]
+        x = augment(images[idx], state.generators["augment"])  # (B / W, V, C, H, W)
+        loss = train_step(cfg, state, x, labels[idx])
+        state.step += 1
+        seen += len(idx) * world
+        losses.append(loss)
+        records.append(
+            {"kind": "step", "epoch": state.epoch + 1, "step": state.step, "loss": loss, "lr": lr}
+        )
+        bar.update(1)
+        bar.set_postfix(
+            epoch=state.epoch + 1,
+            loss=f"{loss:.4f}",
+            lr=f"{lr:.3g}",
+            img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+        )
+    return records, losses, seen
+
+
 # --- monitor ------------------------------------------------------------------------------------
 
 
@@ -404,7 +460,7 @@ def knn_monitor(
         test,
         data.test.labels,
         num_classes=data.shape.num_classes,
-        k=cfg.knn_k,
+        k=cfg.knn_k or 200,
         t=cfg.knn_t,
     )
 
@@ -417,12 +473,13 @@ def similarity_snapshot(
     augment: MultiViewAugment,
     device: torch.device,
 ) -> dict[str, np.ndarray]:
-    """A batch's cosine-similarity matrix (2 views of up to 32 images) and its positive mask."""
+    """A batch's cosine similarities (2 views of ≤ 32 images, sorted by label) and positive mask."""
     n = min(32, len(data.train))
     g = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     two = MultiViewAugment(augment.preset, 2, augment.mean, augment.std)
-    views = two(data.train.images[:n].to(device), g)  # (n, 2, C, H, W)
-    labels = data.train.labels[:n]
+    order = torch.sort(data.train.labels[:n], stable=True).indices  # classes as blocks
+    views = two(data.train.images[:n][order].to(device), g)  # (n, 2, C, H, W)
+    labels = data.train.labels[:n][order]
     state.encoder.eval()
     state.head.eval()
     h = state.encoder(views.flatten(0, 1))  # (2n, F)
@@ -553,37 +610,8 @@ def _pretrain(
 
     bar = _progress(cfg.epochs * per_epoch, state.step, cfg.quiet or not is_main())
     while state.epoch < cfg.epochs:
-        t0 = time.perf_counter()
-        records, losses, seen = [], [], 0
-        state.encoder.train()
-        state.head.train()
-        # different augmentations on every process, reproducible per (seed, epoch, rank)
-        seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
-        state.generators["augment"].manual_seed(seed)
-        for idx in epoch_batches(len(images), cfg.batch_size, seed=cfg.seed, epoch=state.epoch):
-            idx = idx.to(device)
-            lr = state.optimizer.param_groups[0]["lr"]
-            x = augment(images[idx], state.generators["augment"])  # (B / W, V, C, H, W)
-            loss = train_step(cfg, state, x, labels[idx])
-            state.step += 1
-            seen += len(idx) * world
-            losses.append(loss)
-            records.append(
-                {
-                    "kind": "step",
-                    "epoch": state.epoch + 1,
-                    "step": state.step,
-                    "loss": loss,
-                    "lr": lr,
-                }
-            )
-            bar.update(1)
-            bar.set_postfix(
-                epoch=state.epoch + 1,
-                loss=f"{loss:.4f}",
-                lr=f"{lr:.3g}",
-                img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-            )
+        t0, c0 = time.perf_counter(), time.process_time()
+        records, losses, seen = train_epoch(cfg, state, augment, images, labels, bar)
         train_seconds = time.perf_counter() - t0
         state.epoch += 1
         loss_mean = float(np.mean(losses))
@@ -591,6 +619,7 @@ def _pretrain(
         if (monitor or state.epoch == cfg.epochs) and is_main():
             knn_acc = knn_monitor(cfg, state, run_data, device)
         state.elapsed += time.perf_counter() - t0
+        state.cpu_elapsed += time.process_time() - c0
         records.append(
             {
                 "kind": "epoch",
@@ -601,6 +630,7 @@ def _pretrain(
                 "knn_acc": knn_acc if (monitor or state.epoch == cfg.epochs) else None,
                 "images_per_s": seen / train_seconds,
                 "elapsed": state.elapsed,
+                "cpu_elapsed": state.cpu_elapsed,
             }
         )
         if is_main():

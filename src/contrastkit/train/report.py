@@ -31,6 +31,7 @@ def method_row(run: Path) -> dict[str, Any]:
         "model": cfg.get("model"),
         "epochs": epochs[-1]["epoch"] if epochs else 0,
         "seconds": epochs[-1]["elapsed"] if epochs else 0.0,
+        "cpu_seconds": epochs[-1].get("cpu_elapsed") if epochs else None,
         "knn_acc": knn["test_acc"] if knn else monitor,
         "probe_acc": probe["test_acc"] if probe else None,
         "probe_train_acc": probe["train_acc"] if probe else None,
@@ -43,22 +44,27 @@ def _pct(x: float | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -> str:
-    """A plain-text (Markdown) table: method, epochs, seconds, kNN and probe test accuracy (%)."""
+    """A Markdown table: method, epochs, wall and CPU seconds, kNN and probe test accuracy (%).
+
+    CPU seconds (process time, all threads) tell the work done when the machine is shared and
+    wall time is inflated by other jobs.
+    """
     lines = [
-        "| method | model | epochs | seconds | kNN acc % | linear-probe acc % |",
-        "|---|---|---:|---:|---:|---:|",
+        "| method | model | epochs | seconds | CPU s | kNN acc % | linear-probe acc % |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
+            f"{'–' if r['cpu_seconds'] is None else format(r['cpu_seconds'], '.0f')} | "
             f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} |"
         )
     if baselines:
         lines.append(
-            f"| raw pixels: logistic regression | – | – | – | – | {_pct(baselines['logreg'])} |"
+            f"| raw pixels: logistic regression | – | – | – | – | – | {_pct(baselines['logreg'])} |"
         )
         lines.append(
-            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | {_pct(baselines['knn'])} | – |"
+            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | – | {_pct(baselines['knn'])} | – |"
         )
     return "\n".join(lines)
 
@@ -67,7 +73,12 @@ def _run_dirs(root: Path) -> list[Path]:
     """Pretraining run directories: ``root`` itself, or its sub-directories (a ``run``)."""
     if (root / rundir.CHECKPOINT).is_file():
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / rundir.CONFIG).is_file())
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and (p / rundir.CONFIG).is_file())
+    methods = (
+        rundir.read_config(root).get("methods", "") if (root / rundir.CONFIG).is_file() else ""
+    )
+    order = [m.strip() for m in str(methods).split(",") if m.strip()]
+    return sorted(runs, key=lambda p: order.index(p.name) if p.name in order else len(order))
 
 
 def _img(path: Path, root: Path) -> str:
