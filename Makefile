@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo demo-losses test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(VENV)/bin/contrastkit run --data digits --methods simclr,supcon,ce
+
+demo-losses: $(STAMP)
 	$(PY) -m contrastkit.losses.demo
 
 lint: $(STAMP)
@@ -29,6 +32,8 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
+	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
