@@ -8,7 +8,6 @@ single-process loss on the concatenated batch. The parent then asserts on each c
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -416,11 +415,14 @@ OTHER_CASES: dict[str, Callable[[], dict[str, float]]] = {
 }
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
+    # a file store, not a TCP port: a port picked free here can be taken by the other test
+    # worker's processes before rank 0 binds it. (A fresh-clone run once aborted rank 1 in this
+    # fixture; that race is the suspected cause, not a confirmed one.)
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        init_method=f"file://{store}",
         rank=rank,
         world_size=world,
         timeout=timedelta(seconds=60),
@@ -433,12 +435,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- W = 2 on gloo: the parent side ------------------------------------------------------------
 
 
@@ -446,8 +442,9 @@ def free_port() -> int:
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available in this build")
-    out = tmp_path_factory.mktemp("dist") / "results.json"
-    mp.spawn(_worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
+    directory = tmp_path_factory.mktemp("dist")
+    out, store = directory / "results.json", directory / "store"
+    mp.spawn(_worker, args=(WORLD, str(store), str(out)), nprocs=WORLD, join=True)
     loaded: dict[str, dict[str, float]] = json.loads(out.read_text())
     return loaded
 
