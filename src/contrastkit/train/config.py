@@ -34,7 +34,7 @@ class PretrainConfig:
     data_root: str | None = _f(None, "directory of the data files (each data set has a default)")
     download: bool = _f(False, "download the data with torchvision first (needs internet)")
     train_split: str | None = _f(
-        None, "split to pretrain on (default train; stl10: train+unlabeled for simclr)"
+        None, "split to pretrain on (default train; stl10 also unlabeled, train+unlabeled)"
     )
     image_size: int | None = _f(None, "resize folder images to this square size")
     limit: int | None = _f(None, "use only this many training images (a seeded random subset)")
@@ -56,7 +56,7 @@ class PretrainConfig:
     warmup_epochs: float | None = _f(None, "linear warm-up epochs before the per-step cosine decay")
     temperature: float | None = _f(None, "loss temperature τ (simclr 0.5, supcon 0.1 by default)")
     proj_dim: int = _f(128, "projection-head output size D")
-    knn_k: int = _f(200, "neighbours of the kNN monitor")
+    knn_k: int | None = _f(None, "neighbours of the kNN monitor (200; 20 on digits)")
     knn_t: float = _f(0.1, "temperature of the weighted kNN vote")
     knn_every: int = _f(1, "run the kNN monitor every this many epochs (0 = only at the end)")
     seed: int = _f(0, "random seed (model init, data order, augmentation)")
@@ -90,8 +90,10 @@ class KnnConfig:
     """Options of ``contrastkit knn``: weighted cosine kNN on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain")
-    k: int = _f(200, "neighbours")
-    t: float = _f(0.1, "temperature of the vote weights exp(s/t)")
+    k: int | None = _f(None, "neighbours (default: the run's knn_k)")
+    t: float | None = _f(
+        None, "temperature of the vote weights exp(s/t) (default: the run's knn_t)"
+    )
     device: str = _f("auto", "auto, cpu or cuda")
 
 
@@ -125,7 +127,7 @@ class RunConfig:
     optimizer: str = _f("sgd", "sgd, lars or adamw")
     seed: int = _f(0, "random seed")
     probe_epochs: int = _f(100, "linear-probe epochs")
-    knn_k: int = _f(200, "neighbours of the kNN evaluation")
+    knn_k: int | None = _f(None, "neighbours of the kNN evaluation (200; 20 on digits)")
     knn_t: float = _f(0.1, "temperature of the kNN vote")
     device: str = _f("auto", "auto, cpu or cuda")
     resume: bool = _f(False, "continue an interrupted run in `out`")

@@ -189,9 +189,11 @@ def knn(
 ) -> dict[str, Any]:
     """Weighted cosine kNN accuracy of the frozen features; writes ``knn.json`` (``contrastkit knn``)."""
     cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
-    if cfg.k < 1 or cfg.t <= 0:
-        raise ContrastkitError(f"k must be >= 1 and t > 0, got k={cfg.k}, t={cfg.t}")
     run = load_encoder(run_dir, cfg.device)
+    k = cfg.k if cfg.k is not None else int(run.config.get("knn_k") or 200)
+    t = cfg.t if cfg.t is not None else float(run.config.get("knn_t") or 0.1)
+    if k < 1 or t <= 0:
+        raise ContrastkitError(f"k must be >= 1 and t > 0, got k={k}, t={t}")
     train = _labelled(_split(run, train_data, "train"), "the kNN bank")
     test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
     acc = knn_accuracy(
@@ -200,10 +202,10 @@ def knn(
         _features(run, test),
         test.labels,
         num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
-        k=cfg.k,
-        t=cfg.t,
+        k=k,
+        t=t,
     )
-    out = {"test_acc": acc, "k": cfg.k, "t": cfg.t, "n_train": len(train), "n_test": len(test)}
+    out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
     rundir.write_json(Path(run_dir) / "knn.json", out)
     return out
 

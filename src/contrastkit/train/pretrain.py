@@ -40,7 +40,7 @@ from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
 from contrastkit.train.optim import build_optimizer
-from contrastkit.train.recipes import method_defaults
+from contrastkit.train.recipes import data_defaults, method_defaults
 from contrastkit.train.schedules import warmup_cosine
 
 CUSTOM_DATA = "<dataset object>"
@@ -123,6 +123,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.limit is not None and cfg.limit < 2:
         raise ContrastkitError(f"limit must be >= 2, got {cfg.limit}")
     defaults = method_defaults(cfg.method, cfg.optimizer)
+    defaults["knn_k"] = data_defaults(CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     cfg = replace(cfg, **filled)
     if data_is_object:
@@ -404,7 +405,7 @@ def knn_monitor(
         test,
         data.test.labels,
         num_classes=data.shape.num_classes,
-        k=cfg.knn_k,
+        k=cfg.knn_k or 200,
         t=cfg.knn_t,
     )
 
@@ -417,12 +418,13 @@ def similarity_snapshot(
     augment: MultiViewAugment,
     device: torch.device,
 ) -> dict[str, np.ndarray]:
-    """A batch's cosine-similarity matrix (2 views of up to 32 images) and its positive mask."""
+    """A batch's cosine similarities (2 views of ≤ 32 images, sorted by label) and positive mask."""
     n = min(32, len(data.train))
     g = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     two = MultiViewAugment(augment.preset, 2, augment.mean, augment.std)
-    views = two(data.train.images[:n].to(device), g)  # (n, 2, C, H, W)
-    labels = data.train.labels[:n]
+    order = torch.sort(data.train.labels[:n], stable=True).indices  # classes as blocks
+    views = two(data.train.images[:n][order].to(device), g)  # (n, 2, C, H, W)
+    labels = data.train.labels[:n][order]
     state.encoder.eval()
     state.head.eval()
     h = state.encoder(views.flatten(0, 1))  # (2n, F)

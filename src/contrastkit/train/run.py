@@ -84,7 +84,7 @@ def run(
         "device": cfg.device,
         "quiet": cfg.quiet,
         "limit": cfg.limit,
-        "knn_k": cfg.knn_k,
+        "knn_k": cfg.knn_k or defaults["knn_k"],
         "knn_t": cfg.knn_t,
         "data_root": cfg.data_root,
         "image_size": cfg.image_size,
@@ -114,7 +114,7 @@ def run(
                 resume=resume,
                 **({} if resume else common),
             )
-        knn(out, k=cfg.knn_k, t=cfg.knn_t, device=cfg.device, **eval_data)
+        knn(out, device=cfg.device, **eval_data)
         linear_probe(
             out,
             epochs=cfg.probe_epochs,
