@@ -174,6 +174,8 @@ def linear_probe(
         "classes": run.shape.classes,
         "confusion": confusion.tolist(),
     }
+    if run.config["method"] == "ce":
+        out["head_test_acc"] = ce_head_accuracy(run_dir, fte, test.labels, run.device)
     path = Path(run_dir)
     rundir.write_json(path / "probe.json", out)
     np.savez(
@@ -182,6 +184,17 @@ def linear_probe(
         labels=test.labels.numpy().astype(np.int64),
     )
     return out
+
+
+@torch.no_grad()
+def ce_head_accuracy(
+    run_dir: str | Path, features: Tensor, labels: Tensor, device: torch.device
+) -> float:
+    """Test accuracy of a CE run's own trained linear classifier on frozen features (N, F)."""
+    ckpt = ckpt_io.load_checkpoint(Path(run_dir) / rundir.CHECKPOINT, map_location=device)
+    weight, bias = ckpt["head"]["weight"], ckpt["head"]["bias"]  # (K, F), (K,)
+    logits = features.to(device=device, dtype=weight.dtype) @ weight.T + bias  # (N, K)
+    return float((logits.argmax(1).cpu() == labels).float().mean())
 
 
 def knn(

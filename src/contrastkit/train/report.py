@@ -35,6 +35,7 @@ def method_row(run: Path) -> dict[str, Any]:
         "knn_acc": knn["test_acc"] if knn else monitor,
         "probe_acc": probe["test_acc"] if probe else None,
         "probe_train_acc": probe["train_acc"] if probe else None,
+        "head_acc": probe.get("head_test_acc") if probe else None,
         "dir": run.name,
     }
 
@@ -44,27 +45,27 @@ def _pct(x: float | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -> str:
-    """A Markdown table: method, epochs, wall and CPU seconds, kNN and probe test accuracy (%).
+    """A Markdown table: method, epochs, wall and CPU seconds, kNN, probe and CE-head accuracy (%).
 
     CPU seconds (process time, all threads) tell the work done when the machine is shared and
     wall time is inflated by other jobs.
     """
     lines = [
-        "| method | model | epochs | seconds | CPU s | kNN acc % | linear-probe acc % |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| method | model | epochs | seconds | CPU s | kNN acc % | linear-probe acc % | own head acc % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
             f"{'–' if r['cpu_seconds'] is None else format(r['cpu_seconds'], '.0f')} | "
-            f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} |"
+            f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} | {_pct(r.get('head_acc'))} |"
         )
     if baselines:
         lines.append(
-            f"| raw pixels: logistic regression | – | – | – | – | – | {_pct(baselines['logreg'])} |"
+            f"| raw pixels: logistic regression | – | – | – | – | – | {_pct(baselines['logreg'])} | – |"
         )
         lines.append(
-            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | – | {_pct(baselines['knn'])} | – |"
+            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | – | {_pct(baselines['knn'])} | – | – |"
         )
     return "\n".join(lines)
 

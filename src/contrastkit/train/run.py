@@ -88,6 +88,15 @@ def run(
         "knn_t": cfg.knn_t,
         "data_root": cfg.data_root,
         "image_size": cfg.image_size,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "warmup_epochs": cfg.warmup_epochs,
+        "temperature": cfg.temperature,
+        "augment": cfg.augment,
+        "views": cfg.views,
+        "proj_dim": cfg.proj_dim,
+        "channels_last": cfg.channels_last,
+        "knn_every": cfg.knn_every,
     }
     common = {k: v for k, v in common.items() if v is not None}
     eval_data: dict[str, Any] = (
