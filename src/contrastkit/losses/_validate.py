@@ -186,9 +186,20 @@ def margin_args(
     if same.dtype != torch.bool:
         if same.is_complex() or not bool(((same == 0) | (same == 1)).all()):
             raise ValueError("same must be bool or hold only 0/1 values (1 = same class)")
+    return (
+        x1,
+        x2,
+        same,
+        margin_value(margin),
+        choice("reduction", reduction, ("mean", "sum", "none")),
+    )
+
+
+def margin_value(margin: object) -> float:
+    """Check a hinge margin: a finite float ≥ 0."""
     if isinstance(margin, bool) or not isinstance(margin, int | float):
         raise ValueError(f"margin must be a float, got {type(margin).__name__}")
     m = float(margin)
     if not 0.0 <= m < float("inf"):
         raise ValueError(f"margin must be a finite number >= 0, got {m}")
-    return x1, x2, same, m, choice("reduction", reduction, ("mean", "sum", "none"))
+    return m

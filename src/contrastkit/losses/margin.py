@@ -68,9 +68,7 @@ class MarginPairLoss(nn.Module):
 
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not margin >= 0:
-            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
-        self.margin = float(margin)
+        self.margin = _validate.margin_value(margin)
         self.reduction = _validate.choice("reduction", reduction, ("mean", "sum", "none"))
         self.impl = _validate.choice("impl", impl, IMPLS)
 
