@@ -42,7 +42,7 @@ OPTIONS: dict[str, Any] = {
     "lr": 0.1,
     "knn_every": 0,
     "device": "cpu",
-    "amp": False,
+    "precision": "fp32",
     "quiet": True,
 }
 

@@ -164,3 +164,46 @@ def test_run_resume_redoes_only_unfinished_methods(tmp_path):
     assert again["rows"][1] == first["rows"][1]
     with pytest.raises(ContrastkitError, match="already exists"):
         run(data="digits", methods="ce", out=str(out), **opts)
+
+
+def test_precision_names_and_devices():
+    from contrastkit.train.device import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("auto", cuda) is torch.float16
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp16", cuda) is torch.float16
+    with pytest.raises(ContrastkitError, match="fp16 needs CUDA"):
+        autocast_dtype("fp16", cpu)
+    with pytest.raises(ContrastkitError, match="unknown precision 'half'"):
+        autocast_dtype("half", cpu)
+
+
+def test_bad_precision_is_rejected_before_training(tmp_path):
+    with pytest.raises(ContrastkitError, match="unknown precision"):
+        pretrain(data="digits", precision="int8", out=str(tmp_path / "a"), **TINY)
+    with pytest.raises(ContrastkitError, match="fp16 needs CUDA"):
+        pretrain(data="digits", precision="fp16", out=str(tmp_path / "b"), **TINY)
+
+
+def test_bf16_training_and_features_follow_float32(tmp_path):
+    """A bf16 run trains (finite loss, weights stay float32) and its features match float32's."""
+    from contrastkit.train.evaluate import load_encoder
+    from contrastkit.train.features import extract_features
+
+    out = tmp_path / "bf16"
+    r = pretrain(data="digits", method="supcon", precision="bf16", out=str(out), **TINY)
+    assert r.loss == r.loss and r.knn_acc is not None
+    run = load_encoder(out, "cpu")
+    assert run.feature_options == {"amp_dtype": torch.bfloat16, "channels_last": True}
+    assert all(p.dtype == torch.float32 for p in run.encoder.parameters())
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    kw = {"mean": run.shape.mean, "std": run.shape.std}
+    f32 = extract_features(run.encoder, images, **kw)
+    f16 = extract_features(run.encoder, images, amp_dtype=torch.bfloat16, channels_last=True, **kw)
+    assert f16.dtype == torch.float32
+    # bfloat16 keeps 8 mantissa bits: relative error of a few 1e-3 per layer
+    cos = torch.nn.functional.cosine_similarity(f32, f16, dim=1)
+    assert cos.min() > 0.99
+    assert not torch.equal(f32, f16)  # the autocast really ran in bfloat16

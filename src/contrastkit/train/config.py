@@ -61,7 +61,10 @@ class PretrainConfig:
     knn_every: int = _f(1, "run the kNN monitor every this many epochs (0 = only at the end)")
     seed: int = _f(0, "random seed (model init, data order, augmentation)")
     device: str = _f("auto", "auto, cpu or cuda")
-    amp: bool = _f(True, "mixed precision (float16 autocast + grad scaling) on CUDA")
+    precision: str = _f(
+        "auto",
+        "autocast: auto (float16 + grad scaling on CUDA, float32 on CPU), fp32, bf16 or fp16 (CUDA)",
+    )
     sync_bn: bool = _f(
         False, "SyncBatchNorm over all processes under torchrun (CUDA, --norm batch)"
     )
@@ -133,6 +136,7 @@ class RunConfig:
     views: int | None = _f(None, "augmented views per image for simclr/supcon (default 2)")
     proj_dim: int | None = _f(None, "projection-head output size D (default 128)")
     channels_last: bool = _f(True, "channels-last memory format for convolutions")
+    precision: str = _f("auto", "autocast: auto, fp32, bf16 or fp16 (see pretrain)")
     knn_every: int | None = _f(None, "kNN monitor every this many epochs (default 1)")
     seed: int = _f(0, "random seed")
     probe_epochs: int = _f(100, "linear-probe epochs")

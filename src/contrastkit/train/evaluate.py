@@ -16,7 +16,7 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
 from contrastkit.train.config import EmbedConfig, KnnConfig, ProbeConfig, from_dict
-from contrastkit.train.device import resolve_device
+from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
@@ -33,6 +33,14 @@ class LoadedRun:
     config: dict[str, Any]
     shape: DataShape
     device: torch.device
+
+    @property
+    def feature_options(self) -> dict[str, Any]:
+        """How the run computed features: its autocast dtype and memory format."""
+        return {
+            "amp_dtype": autocast_dtype(str(self.config.get("precision", "auto")), self.device),
+            "channels_last": bool(self.config.get("channels_last", False)),
+        }
 
 
 def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -84,7 +92,12 @@ def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
 
 def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
     return extract_features(
-        run.encoder, ds.images, mean=run.shape.mean, std=run.shape.std, device=run.device
+        run.encoder,
+        ds.images,
+        mean=run.shape.mean,
+        std=run.shape.std,
+        device=run.device,
+        **run.feature_options,
     )
 
 
@@ -97,6 +110,8 @@ def probe_encoder(
     std: list[float],
     num_classes: int,
     device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
     **probe_options: Any,
 ) -> tuple[ProbeResult, Tensor, Tensor]:
     """Linear-probe a frozen encoder: extract features once without augmentation, then train.
@@ -107,8 +122,10 @@ def probe_encoder(
     Returns:
         The probe result, and the train and test features (M, F), (N, F).
     """
-    ftr = extract_features(encoder, train.images, mean=mean, std=std, device=device)
-    fte = extract_features(encoder, test.images, mean=mean, std=std, device=device)
+    kw: dict[str, Any] = {"mean": mean, "std": std, "device": device}
+    kw.update(amp_dtype=amp_dtype, channels_last=channels_last)
+    ftr = extract_features(encoder, train.images, **kw)
+    fte = extract_features(encoder, test.images, **kw)
     result = train_linear_probe(
         ftr, train.labels, fte, test.labels, num_classes=num_classes, **probe_options
     )
@@ -153,6 +170,7 @@ def linear_probe(
         std=run.shape.std,
         num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
         device=run.device,
+        **run.feature_options,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,

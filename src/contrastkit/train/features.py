@@ -17,6 +17,8 @@ def extract_features(
     std: list[float],
     batch_size: int = 512,
     device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> Tensor:
     """Backbone features of every image, before any head.
 
@@ -30,6 +32,8 @@ def extract_features(
         std: Normalisation standard deviation per channel.
         batch_size: Images per forward pass.
         device: Where to compute.
+        amp_dtype: Autocast dtype of the forward pass (None = float32), as in training.
+        channels_last: Feed the encoder channels-last batches (faster for a channels-last one).
 
     Returns:
         float32 features on ``device``. Shape: (N, F).
@@ -37,10 +41,16 @@ def extract_features(
     was_training = encoder.training
     encoder.eval()
     out = []
+    dev = torch.device(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     try:
         for start in range(0, images.shape[0], batch_size):
-            x = normalize(images[start : start + batch_size].to(device), mean, std)
-            out.append(encoder.forward_features(x).float())  # type: ignore[operator]
+            x = normalize(images[start : start + batch_size].to(dev), mean, std)
+            x = x.contiguous(memory_format=fmt)
+            with torch.autocast(
+                dev.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
+            ):
+                out.append(encoder.forward_features(x).float())  # type: ignore[operator]
     finally:
         encoder.train(was_training)
     return torch.cat(out)  # (N, F)

@@ -35,7 +35,7 @@ from contrastkit.models import NORMS
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
 from contrastkit.train.config import METHODS, OPTIMIZERS, PretrainConfig, from_dict, to_dict
-from contrastkit.train.device import resolve_device
+from contrastkit.train.device import PRECISIONS, autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
@@ -112,6 +112,10 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
         )
     if cfg.norm not in NORMS:
         raise ContrastkitError(f"unknown norm {cfg.norm!r}; choose one of {', '.join(NORMS)}")
+    if cfg.precision not in PRECISIONS:
+        raise ContrastkitError(
+            f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}"
+        )
     if cfg.batch_size < 2:
         raise ContrastkitError(
             f"batch size must be >= 2 (a contrastive batch needs negatives), got {cfg.batch_size}"
@@ -266,6 +270,7 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     generators: dict[str, torch.Generator]
+    amp_dtype: torch.dtype | None = None
     epoch: int = 0
     step: int = 0
     elapsed: float = 0.0
@@ -300,11 +305,15 @@ def build_training_state(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warmup)
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    # grad scaling guards float16's narrow range; bfloat16 has float32's range and needs none
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     # the data order needs no generator (DistributedSampler: seed + epoch); the augmentation
     # generator is reseeded per (seed, epoch, rank) at the start of every epoch
     generators = {"augment": torch.Generator(device=device).manual_seed(cfg.seed + 1)}
-    return TrainingState(encoder, head, network, optimizer, scheduler, scaler, generators)
+    return TrainingState(
+        encoder, head, network, optimizer, scheduler, scaler, generators, amp_dtype
+    )
 
 
 def state_dict(
@@ -379,8 +388,8 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
 
     Under ``torchrun`` the value is the mean over processes: the loss of the global batch.
     """
-    device_type = views.device.type
-    with torch.autocast(device_type, dtype=torch.float16, enabled=state.scaler.is_enabled()):
+    dtype = state.amp_dtype
+    with torch.autocast(views.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         loss = compute_loss(cfg, state, views, labels)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -451,7 +460,13 @@ def knn_monitor(
     """Weighted kNN test accuracy of the current encoder's features (None without labels)."""
     if data.bank is None or data.test is None:
         return None
-    kw = {"mean": data.shape.mean, "std": data.shape.std, "device": device}
+    kw = {
+        "mean": data.shape.mean,
+        "std": data.shape.std,
+        "device": device,
+        "amp_dtype": state.amp_dtype,
+        "channels_last": cfg.channels_last,
+    }
     bank = extract_features(state.encoder, data.bank.images, **kw)  # type: ignore[arg-type]
     test = extract_features(state.encoder, data.test.images, **kw)  # type: ignore[arg-type]
     return knn_accuracy(

@@ -96,6 +96,7 @@ def run(
         "views": cfg.views,
         "proj_dim": cfg.proj_dim,
         "channels_last": cfg.channels_last,
+        "precision": cfg.precision,
         "knn_every": cfg.knn_every,
     }
     common = {k: v for k, v in common.items() if v is not None}
