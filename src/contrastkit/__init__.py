@@ -1,8 +1,8 @@
 """contrastkit: contrastive representation learning in PyTorch.
 
 The loss core lives in :mod:`contrastkit.losses`; the training system in
-:mod:`contrastkit.train`. ``pretrain``, ``linear_probe``, ``knn``, ``embed``, ``run`` and
-``report`` are importable from here (loaded on first use, so ``import contrastkit`` stays fast).
+:mod:`contrastkit.train`. ``pretrain``, ``linear_probe``, ``knn``, ``embed``, ``run``,
+``report`` and ``seed_summary`` are importable from here (loaded on first use, so ``import contrastkit`` stays fast).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _LAZY = {
     "embed": "contrastkit.train.evaluate",
     "run": "contrastkit.train.run",
     "report": ("contrastkit.train.report", "build_report"),
+    "seed_summary": "contrastkit.train.report",
     "ContrastkitError": "contrastkit.errors",
 }
 
@@ -30,6 +31,7 @@ __all__ = [
     "pretrain",
     "report",
     "run",
+    "seed_summary",
 ]
 
 

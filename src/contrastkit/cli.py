@@ -120,6 +120,20 @@ def _cmd_report(opts: dict[str, Any]) -> None:
     print(f"report: {path}")
 
 
+def _cmd_summarize(opts: dict[str, Any]) -> None:
+    from contrastkit.train.report import seed_summary
+
+    table = seed_summary(opts["run_dirs"])["table"]
+    print(table)
+    if opts.get("out"):
+        try:
+            with open(opts["out"], "w") as f:
+                f.write(table + "\n")
+        except OSError as e:
+            raise ContrastkitError(f"cannot write {opts['out']}: {e.strerror}") from None
+        print(f"wrote {opts['out']}")
+
+
 @dataclasses.dataclass
 class _ReportConfig:
     run_dir: str = dataclasses.field(
@@ -163,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--config", metavar="FILE.yaml", help="options from a YAML file (flags override)"
             )
         p.set_defaults(func=func)
+    help_text = "mean ± std per method over runs that differ only in the seed (Markdown table)"
+    p = sub.add_parser("summarize", help=help_text, description=help_text)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="pretrain or run directories")
+    p.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
+    p.set_defaults(func=_cmd_summarize)
     return parser
 
 

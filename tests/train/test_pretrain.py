@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ def test_one_epoch_per_method(tmp_path, method):
     out = tmp_path / method
     r = pretrain(data="digits", method=method, out=str(out), **TINY)
     assert r.epochs == 1 and r.knn_acc is not None and 0 <= r.knn_acc <= 1
-    assert r.loss == r.loss  # not NaN
+    assert math.isfinite(r.loss)
     for name in ["config.yaml", "metrics.jsonl", "checkpoints/last.pt", "similarity.npz"]:
         assert (out / name).is_file(), name
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
@@ -194,7 +195,7 @@ def test_bf16_training_and_features_follow_float32(tmp_path):
 
     out = tmp_path / "bf16"
     r = pretrain(data="digits", method="supcon", precision="bf16", out=str(out), **TINY)
-    assert r.loss == r.loss and r.knn_acc is not None
+    assert math.isfinite(r.loss) and r.knn_acc is not None
     run = load_encoder(out, "cpu")
     assert run.feature_options == {"amp_dtype": torch.bfloat16, "channels_last": True}
     assert all(p.dtype == torch.float32 for p in run.encoder.parameters())
@@ -207,3 +208,65 @@ def test_bf16_training_and_features_follow_float32(tmp_path):
     cos = torch.nn.functional.cosine_similarity(f32, f16, dim=1)
     assert cos.min() > 0.99
     assert not torch.equal(f32, f16)  # the autocast really ran in bfloat16
+
+
+def test_under_bf16_only_the_network_is_autocast_and_the_loss_is_float32():
+    from contrastkit.losses import supcon
+    from contrastkit.train.networks import DataShape
+    from contrastkit.train.pretrain import build_training_state, compute_loss, resolve_config
+
+    cfg = resolve_config({"data": "digits", "precision": "bf16", "out": "unused"}, False)
+    shape = DataShape(1, 8, 10, [0.5], [0.25], [str(i) for i in range(10)])
+    state = build_training_state(cfg, shape, 64, torch.device("cpu"))
+    views = torch.randn(16, 2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(16) % 4
+    loss = compute_loss(cfg, state, views, labels)
+    x = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = state.network(x)
+        in_bf16 = supcon(z.float().view(16, 2, -1), labels, cfg.temperature)
+    assert z.dtype == torch.bfloat16  # the network did run in bfloat16
+    expected = supcon(z.float().view(16, 2, -1), labels, cfg.temperature)
+    assert loss.dtype == torch.float32 and torch.equal(loss, expected)
+    assert not torch.equal(in_bf16, expected)  # a loss under autocast would differ
+
+
+def test_configs_written_before_precision_still_load_and_resume(tmp_path):
+    import yaml
+
+    from contrastkit.train.evaluate import load_encoder
+
+    assert from_dict(PretrainConfig, {"amp": False}).precision == "fp32"
+    assert from_dict(PretrainConfig, {"amp": True}).precision == "auto"
+    out = tmp_path / "old"
+    pretrain(data="digits", method="ce", out=str(out), **{**TINY, "epochs": 1})
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    del cfg["precision"]
+    cfg["amp"] = True  # what runs saved before `precision` hold
+    cfg["epochs"] = 2
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = pretrain(out=str(out), resume=True, quiet=True)
+    assert r.epochs == 2
+    assert load_encoder(out, "cpu").feature_options["amp_dtype"] is None
+
+
+def test_fp16_on_the_cpu_fails_before_run_does_any_work(tmp_path):
+    from contrastkit.train import run
+
+    with pytest.raises(ContrastkitError, match="fp16 needs CUDA"):
+        run(data="digits", methods="ce", precision="fp16", out=str(tmp_path / "r"), quiet=True)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_knn_monitor_does_not_change_training(tmp_path):
+    """Weights after training are bit-identical with the monitor every epoch or only at the end."""
+    runs = {}
+    for every in (1, 0):
+        out = tmp_path / f"every{every}"
+        pretrain(
+            data="digits", method="supcon", out=str(out), knn_every=every, **{**TINY, "epochs": 2}
+        )
+        runs[every] = load_checkpoint(out / "checkpoints" / "last.pt")
+    for part in ("encoder", "head"):
+        a, b = runs[1][part], runs[0][part]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

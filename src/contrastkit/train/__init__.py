@@ -2,7 +2,16 @@
 
 from contrastkit.train.evaluate import embed, knn, linear_probe
 from contrastkit.train.pretrain import PretrainResult, pretrain
-from contrastkit.train.report import build_report
+from contrastkit.train.report import build_report, seed_summary
 from contrastkit.train.run import run
 
-__all__ = ["PretrainResult", "build_report", "embed", "knn", "linear_probe", "pretrain", "run"]
+__all__ = [
+    "PretrainResult",
+    "build_report",
+    "embed",
+    "knn",
+    "linear_probe",
+    "pretrain",
+    "run",
+    "seed_summary",
+]

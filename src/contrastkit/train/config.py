@@ -170,14 +170,32 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     raise ContrastkitError(f"option {name!r} must be {names}, got {value!r}")
 
 
+def upgrade_legacy(values: dict[str, Any]) -> dict[str, Any]:
+    """Map options of configs written by older versions to current ones.
+
+    ``amp: true|false`` (before ``precision`` existed: float16 autocast on CUDA or none)
+    becomes ``precision: auto|fp32`` unless ``precision`` is given too.
+    """
+    if "amp" not in values:
+        return values
+    out = {k: v for k, v in values.items() if k != "amp"}
+    out.setdefault("precision", "auto" if values["amp"] else "fp32")
+    return out
+
+
 def from_dict(cls: type[C], values: dict[str, Any]) -> C:
     """Build config ``cls`` from ``values``; unknown keys and wrong types are errors.
+
+    Keys of older versions are upgraded first (:func:`upgrade_legacy`) where ``cls`` has
+    their successor, so old ``config.yaml`` files still resume and still work as ``--config``.
 
     Raises:
         ContrastkitError: naming the unknown key (with the known ones) or the mistyped value.
     """
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if "precision" in known:
+        values = upgrade_legacy(values)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ContrastkitError(

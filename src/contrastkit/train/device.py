@@ -32,8 +32,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
     ``auto`` is float16 on CUDA (with grad scaling in training) and float32 on the CPU, so a
     CPU run gives the same numbers on every CPU. ``bf16`` autocasts convolutions and matrix
-    products to bfloat16 on either device: 1.9× faster small-CNN training steps on this
-    project's AVX-512-BF16 CPU (benchmarks/README.md); losses stay float32.
+    products to bfloat16 on either device (``benchmarks/precision.py`` measures what it gains
+    on a CPU). Training computes only the network under autocast; losses stay float32.
 
     Raises:
         ContrastkitError: for an unknown name, or ``fp16`` on a device other than CUDA.
@@ -45,6 +45,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
     if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ContrastkitError("precision bf16: this CUDA device has no bfloat16; use fp16")
         return torch.bfloat16
     if precision == "fp16":
         if device.type != "cuda":

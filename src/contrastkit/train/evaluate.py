@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
-from contrastkit.train.config import EmbedConfig, KnnConfig, ProbeConfig, from_dict
+from contrastkit.train.config import (
+    EmbedConfig,
+    KnnConfig,
+    ProbeConfig,
+    from_dict,
+    upgrade_legacy,
+)
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
@@ -36,11 +43,17 @@ class LoadedRun:
 
     @property
     def feature_options(self) -> dict[str, Any]:
-        """How the run computed features: its autocast dtype and memory format."""
-        return {
-            "amp_dtype": autocast_dtype(str(self.config.get("precision", "auto")), self.device),
-            "channels_last": bool(self.config.get("channels_last", False)),
-        }
+        """How the run computed features: its autocast dtype and memory format.
+
+        The run's precision on the evaluation device; float32 where that device cannot do it
+        (an fp16 CUDA run evaluated on the CPU).
+        """
+        precision = str(upgrade_legacy(self.config).get("precision", "auto"))
+        try:
+            dtype = autocast_dtype(precision, self.device)
+        except ContrastkitError:
+            dtype = None
+        return {"amp_dtype": dtype, "channels_last": bool(self.config.get("channels_last", False))}
 
 
 def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -156,8 +169,10 @@ def linear_probe(
         **options: Fields of :class:`~contrastkit.train.config.ProbeConfig` (``epochs``, ``lr``…).
 
     Returns:
-        The content of ``probe.json``: train/test accuracy, confusion matrix, settings.
+        The content of ``probe.json``: train/test accuracy, confusion matrix, settings, and
+        ``seconds``, the wall time of loading, feature extraction and training.
     """
+    t0 = time.perf_counter()
     cfg = from_dict(ProbeConfig, {"run_dir": str(run_dir), **options})
     run = load_encoder(run_dir, cfg.device)
     train = _labelled(_split(run, train_data, "train"), "the probe's training data")
@@ -194,6 +209,7 @@ def linear_probe(
     }
     if run.config["method"] == "ce":
         out["head_test_acc"] = ce_head_accuracy(run_dir, fte, test.labels, run.device)
+    out["seconds"] = time.perf_counter() - t0
     path = Path(run_dir)
     rundir.write_json(path / "probe.json", out)
     np.savez(
@@ -218,7 +234,11 @@ def ce_head_accuracy(
 def knn(
     run_dir: str | Path, *, train_data: DataArg = None, test_data: DataArg = None, **options: Any
 ) -> dict[str, Any]:
-    """Weighted cosine kNN accuracy of the frozen features; writes ``knn.json`` (``contrastkit knn``)."""
+    """Weighted cosine kNN accuracy of the frozen features; writes ``knn.json`` (``contrastkit knn``).
+
+    ``knn.json`` holds the accuracy, k, t, the split sizes and ``seconds`` (wall time).
+    """
+    t0 = time.perf_counter()
     cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
     run = load_encoder(run_dir, cfg.device)
     k = cfg.k if cfg.k is not None else int(run.config.get("knn_k") or 200)
@@ -237,6 +257,7 @@ def knn(
         t=t,
     )
     out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
+    out["seconds"] = time.perf_counter() - t0
     rundir.write_json(Path(run_dir) / "knn.json", out)
     return out
 

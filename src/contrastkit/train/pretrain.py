@@ -35,7 +35,7 @@ from contrastkit.models import NORMS
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
 from contrastkit.train.config import METHODS, OPTIMIZERS, PretrainConfig, from_dict, to_dict
-from contrastkit.train.device import PRECISIONS, autocast_dtype, resolve_device
+from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
@@ -112,10 +112,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
         )
     if cfg.norm not in NORMS:
         raise ContrastkitError(f"unknown norm {cfg.norm!r}; choose one of {', '.join(NORMS)}")
-    if cfg.precision not in PRECISIONS:
-        raise ContrastkitError(
-            f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}"
-        )
+    autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a known name the device can do
     if cfg.batch_size < 2:
         raise ContrastkitError(
             f"batch size must be >= 2 (a contrastive batch needs negatives), got {cfg.batch_size}"
@@ -370,11 +367,18 @@ def compute_loss(
     b, v = views.shape[:2]
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     assert cfg.temperature is not None
+    dtype = state.amp_dtype
+    device_type = views.device.type
     if cfg.method == "ce":
         x = views[:, 0].contiguous(memory_format=fmt)  # (B, C, H, W)
-        return F.cross_entropy(state.network(x), labels)  # DDP's average is the global mean
+        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+            logits = state.network(x)  # (B, K)
+        return F.cross_entropy(logits.float(), labels)  # DDP's average is the global mean
     x = views.flatten(0, 1).contiguous(memory_format=fmt)  # (B·V, C, H, W)
-    z = state.network(x).float().view(b, v, -1)  # (B, V, D)
+    # the network runs under autocast; the loss (similarities, log-sum-exp) in float32
+    with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+        z = state.network(x)
+    z = z.float().view(b, v, -1)  # (B, V, D)
     gather = distributed.is_distributed()  # contrast against the views of every process
     if cfg.method == "simclr":
         if v == 2:
@@ -388,9 +392,7 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
 
     Under ``torchrun`` the value is the mean over processes: the loss of the global batch.
     """
-    dtype = state.amp_dtype
-    with torch.autocast(views.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = compute_loss(cfg, state, views, labels)
+    loss = compute_loss(cfg, state, views, labels)  # autocast inside, around the network only
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.step(state.optimizer)

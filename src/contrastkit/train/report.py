@@ -20,11 +20,17 @@ def _read_json(path: Path) -> Any:
 
 
 def method_row(run: Path) -> dict[str, Any]:
-    """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe."""
+    """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe.
+
+    ``seconds`` is the pretraining wall time (with the kNN monitor); ``eval_seconds`` that of
+    the final kNN and linear probe (None until both ran, or for runs written before they were
+    timed).
+    """
     cfg = rundir.read_config(run)
     epochs = [r for r in rundir.read_metrics(run) if r["kind"] == "epoch"]
     knn = _read_json(run / "knn.json")
     probe = _read_json(run / "probe.json")
+    evals = [d.get("seconds") if d else None for d in (knn, probe)]
     monitor = next((r["knn_acc"] for r in reversed(epochs) if r.get("knn_acc") is not None), None)
     return {
         "method": cfg["method"],
@@ -36,6 +42,8 @@ def method_row(run: Path) -> dict[str, Any]:
         "probe_acc": probe["test_acc"] if probe else None,
         "probe_train_acc": probe["train_acc"] if probe else None,
         "head_acc": probe.get("head_test_acc") if probe else None,
+        "eval_seconds": None if None in evals else sum(evals),
+        "seed": cfg.get("seed"),
         "dir": run.name,
     }
 
@@ -44,28 +52,33 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -> str:
-    """A Markdown table: method, epochs, wall and CPU seconds, kNN, probe and CE-head accuracy (%).
+def _secs(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
 
-    CPU seconds (process time, all threads) tell the work done when the machine is shared and
-    wall time is inflated by other jobs.
+
+def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -> str:
+    """A Markdown table: method, epochs, seconds, kNN, probe and CE-head accuracy (%).
+
+    "seconds" is the pretraining wall time, "CPU s" its process time over all threads (the
+    work done, when the machine is shared and wall time is inflated by other jobs), "eval s"
+    the wall time of the final kNN and linear probe.
     """
     lines = [
-        "| method | model | epochs | seconds | CPU s | kNN acc % | linear-probe acc % | own head acc % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| method | model | epochs | seconds | CPU s | eval s | kNN acc % | linear-probe acc % | own head acc % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
-            f"{'–' if r['cpu_seconds'] is None else format(r['cpu_seconds'], '.0f')} | "
+            f"{_secs(r['cpu_seconds'])} | {_secs(r.get('eval_seconds'))} | "
             f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} | {_pct(r.get('head_acc'))} |"
         )
     if baselines:
         lines.append(
-            f"| raw pixels: logistic regression | – | – | – | – | – | {_pct(baselines['logreg'])} | – |"
+            f"| raw pixels: logistic regression | – | – | – | – | – | – | {_pct(baselines['logreg'])} | – |"
         )
         lines.append(
-            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | – | {_pct(baselines['knn'])} | – | – |"
+            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | – | – | {_pct(baselines['knn'])} | – | – |"
         )
     return "\n".join(lines)
 
@@ -158,3 +171,126 @@ def build_report(run_dir: str | Path) -> Path:
     out = root / "report.html"
     out.write_text("\n".join(parts))
     return out
+
+
+SEED_FREE_KEYS = frozenset({"seed", "out", "resume", "quiet", "device", "knn_every"})
+"""Config keys that may differ between the runs averaged into one row of :func:`seed_summary`
+(``knn_every`` only decides how often the monitor looks: the weights do not depend on it)."""
+
+_SUMMARY_METRICS = ("seconds", "eval_seconds", "knn_acc", "probe_acc", "head_acc")
+_PROBE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
+
+def _pm(stat: tuple[float, float | None] | None, scale: float, digits: int) -> str:
+    if stat is None:
+        return "–"
+    mean, std = stat
+    text = f"{scale * mean:.{digits}f}"
+    return text if std is None else f"{text} ± {scale * std:.{digits}f}"
+
+
+def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
+    """Mean ± standard deviation of each method over runs that differ only in their seed.
+
+    Every argument is a pretraining run directory or a ``contrastkit run`` directory (all its
+    methods are taken). Runs are grouped by their config without the keys in
+    :data:`SEED_FREE_KEYS`, plus the epochs completed and the probe's and kNN's settings;
+    each group is one row. The standard deviation is the sample one (n - 1), shown for n ≥ 2.
+
+    Returns:
+        ``{"rows": [...], "baselines": [...], "table": str}``: per row the method, model,
+        epochs, seeds, n and ``(mean, std)`` of seconds, eval seconds, kNN, probe and CE-head
+        accuracy (None where a run lacks the value); the distinct raw-pixel baselines; the
+        Markdown table.
+
+    Raises:
+        ContrastkitError: if a directory holds no run, if two groups share method, model and
+            epochs (their recipes differ in a key other than the seed: the error names it), or
+            if a group repeats a seed.
+    """
+    groups: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    baselines: list[dict[str, Any]] = []
+    done: set[Path] = set()
+    for d in run_dirs:
+        root = Path(d)
+        if not root.is_dir():
+            raise ContrastkitError(f"run directory {root} does not exist")
+        single = (root / rundir.CONFIG).is_file() and "method" in rundir.read_config(root)
+        runs = [root] if single else _run_dirs(root)
+        if not runs:
+            raise ContrastkitError(f"{root} holds no pretraining run")
+        base = _read_json(root / BASELINES)
+        if base is not None and base not in baselines:
+            baselines.append(base)
+        for run in runs:
+            if run.resolve() in done:
+                continue  # a directory given twice (or inside another one given) counts once
+            done.add(run.resolve())
+            cfg = rundir.read_config(run)
+            measured = method_row(run)
+            recipe = {k: v for k, v in cfg.items() if k not in SEED_FREE_KEYS}
+            # what else makes two numbers comparable: epochs done, probe and kNN settings
+            recipe["epochs_done"] = measured["epochs"]
+            for name, keys in (("probe", _PROBE_KEYS), ("knn", ("k", "t"))):
+                found = _read_json(run / f"{name}.json") or {}
+                recipe.update({f"{name}_{k}": found.get(k) for k in keys})
+            key = json.dumps(recipe, sort_keys=True, default=str)
+            groups.setdefault(key, []).append((recipe, measured))
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for members in groups.values():
+        recipe, first = members[0]
+        ident = (first["method"], first["model"], first["epochs"])
+        if ident in seen:
+            other = seen[ident]
+            diff = sorted(k for k in set(recipe) | set(other) if recipe.get(k) != other.get(k))
+            raise ContrastkitError(
+                f"runs of {first['method']} ({first['epochs']} epochs) differ in "
+                f"{', '.join(diff)}, not only in the seed: summarise them separately"
+            )
+        seen[ident] = recipe
+        seeds = sorted(r["seed"] for _, r in members)
+        if len(set(seeds)) < len(seeds):
+            raise ContrastkitError(
+                f"runs of {first['method']} repeat a seed ({', '.join(map(str, seeds))}): "
+                "the same seed twice is not an independent sample"
+            )
+        row: dict[str, Any] = {
+            "method": first["method"],
+            "model": first["model"],
+            "epochs": first["epochs"],
+            "n": len(members),
+            "seeds": seeds,
+        }
+        for m in _SUMMARY_METRICS:
+            values = [r.get(m) for _, r in members]
+            row[m] = None if None in values else _mean_std(values)  # type: ignore[arg-type]
+        rows.append(row)
+    lines = [
+        "| method | model | epochs | seeds | seconds | eval s | kNN acc % | linear-probe acc % | own head acc % |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['model']} | {r['epochs']} | "
+            f"{', '.join(map(str, r['seeds']))} | {_pm(r['seconds'], 1, 0)} | "
+            f"{_pm(r['eval_seconds'], 1, 0)} | {_pm(r['knn_acc'], 100, 2)} | "
+            f"{_pm(r['probe_acc'], 100, 2)} | {_pm(r['head_acc'], 100, 2)} |"
+        )
+    for b in baselines:
+        lines.append(
+            f"| raw pixels: logistic regression | – | – | – | – | – | – | {_pct(b['logreg'])} | – |"
+        )
+        lines.append(
+            f"| raw pixels: kNN (k={b['knn_k']}) | – | – | – | – | – | {_pct(b['knn'])} | – | – |"
+        )
+    return {"rows": rows, "baselines": baselines, "table": "\n".join(lines)}

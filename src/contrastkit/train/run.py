@@ -16,6 +16,7 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train import rundir
 from contrastkit.train.baselines import raw_pixel_baselines
 from contrastkit.train.config import METHODS, RunConfig, from_dict, to_dict
+from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import knn, linear_probe
 from contrastkit.train.pretrain import pretrain
 from contrastkit.train.recipes import data_defaults
@@ -54,6 +55,7 @@ def run(
         raise ContrastkitError(
             f"unknown method(s) {bad or cfg.methods!r}; choose from {', '.join(METHODS)}"
         )
+    autocast_dtype(cfg.precision, resolve_device(cfg.device))  # fail before any work
     name = cfg.data if isinstance(data, str) else "dataset"
     defaults = data_defaults(name)
     epochs = cfg.epochs or defaults["epochs"]

@@ -1,0 +1,118 @@
+import json
+import statistics
+
+import pytest
+
+from contrastkit.cli import main
+from contrastkit.errors import ContrastkitError
+from contrastkit.train import run
+from contrastkit.train.report import method_row, seed_summary
+
+TINY = {
+    "data": "digits",
+    "limit": 64,
+    "batch_size": 32,
+    "epochs": 1,
+    "quiet": True,
+    "device": "cpu",
+    "knn_k": 10,
+    "probe_epochs": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory):
+    """Three real `run`s of simclr and ce that differ only in the seed."""
+    root = tmp_path_factory.mktemp("seeds")
+    dirs = []
+    for seed in (0, 1, 2):
+        out = root / f"s{seed}"
+        run(methods="simclr,ce", out=str(out), seed=seed, **TINY)
+        dirs.append(out)
+    return dirs
+
+
+def _read(d, name):
+    return json.loads((d / name).read_text())
+
+
+def test_eval_seconds_are_recorded(three_seeds):
+    ce = three_seeds[0] / "ce"
+    knn, probe = _read(ce, "knn.json"), _read(ce, "probe.json")
+    assert knn["seconds"] > 0 and probe["seconds"] > 0
+    assert method_row(ce)["eval_seconds"] == pytest.approx(knn["seconds"] + probe["seconds"])
+
+
+def test_mean_and_sample_std_over_seeds(three_seeds):
+    s = seed_summary(three_seeds)
+    rows = {r["method"]: r for r in s["rows"]}
+    assert set(rows) == {"simclr", "ce"} and rows["ce"]["seeds"] == [0, 1, 2]
+    for method, row in rows.items():
+        probe = [_read(d / method, "probe.json")["test_acc"] for d in three_seeds]
+        knn = [_read(d / method, "knn.json")["test_acc"] for d in three_seeds]
+        assert row["n"] == 3
+        assert row["probe_acc"] == pytest.approx((statistics.mean(probe), statistics.stdev(probe)))
+        assert row["knn_acc"] == pytest.approx((statistics.mean(knn), statistics.stdev(knn)))
+    heads = [_read(d / "ce", "probe.json")["head_test_acc"] for d in three_seeds]
+    assert rows["ce"]["head_acc"][0] == pytest.approx(statistics.mean(heads))
+    assert rows["simclr"]["head_acc"] is None
+    m, sd = rows["ce"]["probe_acc"]
+    assert "| ce | small_cnn | 1 | 0, 1, 2 |" in s["table"]
+    assert f"{100 * m:.2f} ± {100 * sd:.2f}" in s["table"]
+    assert len(s["baselines"]) == 1 and "raw pixels: logistic regression" in s["table"]
+
+
+def test_one_run_has_no_std_and_duplicates_count_once(three_seeds):
+    s = seed_summary([three_seeds[0], three_seeds[0] / "ce", three_seeds[0]])
+    rows = {r["method"]: r for r in s["rows"]}
+    assert rows["ce"]["n"] == 1 and rows["ce"]["probe_acc"][1] is None
+    assert " ± " not in s["table"]
+
+
+def test_runs_with_another_recipe_are_not_averaged(three_seeds, tmp_path):
+    other = tmp_path / "lr"
+    run(methods="ce", out=str(other), lr=0.05, **TINY)
+    with pytest.raises(ContrastkitError, match="differ in lr"):
+        seed_summary([three_seeds[0], other])
+    with pytest.raises(ContrastkitError, match="does not exist"):
+        seed_summary([tmp_path / "missing"])
+
+
+def test_summarize_command(three_seeds, tmp_path, capsys):
+    out = tmp_path / "seeds.md"
+    assert main(["summarize", *map(str, three_seeds), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| simclr | small_cnn | 1 | 0, 1, 2 |" in printed
+    assert out.read_text().strip() in printed
+    assert main(["summarize", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_of_a_run_that_was_never_evaluated(tmp_path):
+    from contrastkit.train import build_report, pretrain
+
+    out = tmp_path / "bare"
+    tiny = {k: v for k, v in TINY.items() if k != "probe_epochs"}
+    pretrain(method="ce", out=str(out), **tiny)
+    row = method_row(out)
+    assert row["eval_seconds"] is None and row["probe_acc"] is None
+    assert build_report(out).is_file()
+
+
+def test_repeated_seeds_and_other_probe_settings_are_refused(three_seeds, tmp_path):
+    from contrastkit.train import linear_probe
+
+    with pytest.raises(ContrastkitError, match="repeat a seed"):
+        seed_summary([three_seeds[0], three_seeds[1], _copy(three_seeds[1], tmp_path)])
+    again = _copy(three_seeds[2], tmp_path / "b")
+    linear_probe(again / "ce", epochs=1, device="cpu", quiet=True)
+    with pytest.raises(ContrastkitError, match="probe_epochs"):
+        seed_summary([three_seeds[0], again])
+
+
+def _copy(src, dst_root):
+    import shutil
+
+    dst = dst_root / f"copy-{src.name}"
+    shutil.copytree(src, dst)
+    return dst
