@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/distributed.py
+	$(PY) benchmarks/precision.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
