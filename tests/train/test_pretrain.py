@@ -215,7 +215,8 @@ def test_under_bf16_only_the_network_is_autocast_and_the_loss_is_float32():
     from contrastkit.train.networks import DataShape
     from contrastkit.train.pretrain import build_training_state, compute_loss, resolve_config
 
-    cfg = resolve_config({"data": "digits", "precision": "bf16", "out": "unused"}, False)
+    opts = {"data": "digits", "model": "small_cnn", "precision": "bf16", "out": "unused"}
+    cfg = resolve_config(opts, False)
     shape = DataShape(1, 8, 10, [0.5], [0.25], [str(i) for i in range(10)])
     state = build_training_state(cfg, shape, 64, torch.device("cpu"))
     views = torch.randn(16, 2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
