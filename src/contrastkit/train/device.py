@@ -55,3 +55,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             )
         return torch.float16
     return None
+
+
+def autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
+    """The autocast context for ``dtype`` from :func:`autocast_dtype` (None = plain float32)."""
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)

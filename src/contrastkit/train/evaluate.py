@@ -135,8 +135,13 @@ def probe_encoder(
     Returns:
         The probe result, and the train and test features (M, F), (N, F).
     """
-    kw: dict[str, Any] = {"mean": mean, "std": std, "device": device}
-    kw.update(amp_dtype=amp_dtype, channels_last=channels_last)
+    kw: dict[str, Any] = {
+        "mean": mean,
+        "std": std,
+        "device": device,
+        "amp_dtype": amp_dtype,
+        "channels_last": channels_last,
+    }
     ftr = extract_features(encoder, train.images, **kw)
     fte = extract_features(encoder, test.images, **kw)
     result = train_linear_probe(

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.data.augment import normalize
+from contrastkit.train.device import autocast
 
 
 @torch.no_grad()
@@ -47,9 +48,7 @@ def extract_features(
         for start in range(0, images.shape[0], batch_size):
             x = normalize(images[start : start + batch_size].to(dev), mean, std)
             x = x.contiguous(memory_format=fmt)
-            with torch.autocast(
-                dev.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
-            ):
+            with autocast(dev.type, amp_dtype):
                 out.append(encoder.forward_features(x).float())  # type: ignore[operator]
     finally:
         encoder.train(was_training)

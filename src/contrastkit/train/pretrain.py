@@ -35,7 +35,7 @@ from contrastkit.models import NORMS
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
 from contrastkit.train.config import METHODS, OPTIMIZERS, PretrainConfig, from_dict, to_dict
-from contrastkit.train.device import autocast_dtype, resolve_device
+from contrastkit.train.device import autocast, autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
@@ -367,18 +367,14 @@ def compute_loss(
     b, v = views.shape[:2]
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     assert cfg.temperature is not None
-    dtype = state.amp_dtype
-    device_type = views.device.type
-    if cfg.method == "ce":
-        x = views[:, 0].contiguous(memory_format=fmt)  # (B, C, H, W)
-        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=bool(dtype)):
-            logits = state.network(x)  # (B, K)
-        return F.cross_entropy(logits.float(), labels)  # DDP's average is the global mean
-    x = views.flatten(0, 1).contiguous(memory_format=fmt)  # (B·V, C, H, W)
+    # CE sees one view (B, C, H, W), the contrastive methods all views (B·V, C, H, W)
+    x = views[:, 0] if cfg.method == "ce" else views.flatten(0, 1)
     # the network runs under autocast; the loss (similarities, log-sum-exp) in float32
-    with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=bool(dtype)):
-        z = state.network(x)
-    z = z.float().view(b, v, -1)  # (B, V, D)
+    with autocast(views.device.type, state.amp_dtype):
+        out = state.network(x.contiguous(memory_format=fmt)).float()
+    if cfg.method == "ce":
+        return F.cross_entropy(out, labels)  # logits (B, K); DDP's average is the global mean
+    z = out.view(b, v, -1)  # (B, V, D)
     gather = distributed.is_distributed()  # contrast against the views of every process
     if cfg.method == "simclr":
         if v == 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,16 @@ def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -
             f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} | {_pct(r.get('head_acc'))} |"
         )
     if baselines:
-        lines.append(
-            f"| raw pixels: logistic regression | – | – | – | – | – | – | {_pct(baselines['logreg'])} | – |"
-        )
-        lines.append(
-            f"| raw pixels: kNN (k={baselines['knn_k']}) | – | – | – | – | – | {_pct(baselines['knn'])} | – | – |"
-        )
+        lines += _baseline_rows(baselines)
     return "\n".join(lines)
+
+
+def _baseline_rows(b: dict[str, Any]) -> list[str]:
+    """The raw-pixel rows of a 9-column results table (probe and kNN columns 8 and 7)."""
+    return [
+        f"| raw pixels: logistic regression | – | – | – | – | – | – | {_pct(b['logreg'])} | – |",
+        f"| raw pixels: kNN (k={b['knn_k']}) | – | – | – | – | – | {_pct(b['knn'])} | – | – |",
+    ]
 
 
 def _run_dirs(root: Path) -> list[Path]:
@@ -183,11 +187,7 @@ _PROBE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (n - 1 in the denominator; None for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def _pm(stat: tuple[float, float | None] | None, scale: float, digits: int) -> str:
@@ -287,10 +287,5 @@ def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
             f"{_pm(r['probe_acc'], 100, 2)} | {_pm(r['head_acc'], 100, 2)} |"
         )
     for b in baselines:
-        lines.append(
-            f"| raw pixels: logistic regression | – | – | – | – | – | – | {_pct(b['logreg'])} | – |"
-        )
-        lines.append(
-            f"| raw pixels: kNN (k={b['knn_k']}) | – | – | – | – | – | {_pct(b['knn'])} | – | – |"
-        )
+        lines += _baseline_rows(b)
     return {"rows": rows, "baselines": baselines, "table": "\n".join(lines)}
