@@ -2,7 +2,7 @@ import torch
 
 from contrastkit.data import load_dataset
 from contrastkit.models import create_model
-from contrastkit.train.evaluate import probe_encoder
+from contrastkit.train.features import extract_features
 from contrastkit.train.probe import train_linear_probe
 
 
@@ -13,9 +13,8 @@ def test_probe_leaves_backbone_bit_for_bit_unchanged():
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     train = load_dataset("digits", "train").subset(torch.arange(200))
     test = load_dataset("digits", "test").subset(torch.arange(50))
-    result, ftr, _ = probe_encoder(
-        encoder, train, test, mean=[0.3], std=[0.37], num_classes=10, epochs=3
-    )
+    ftr, fte = (extract_features(encoder, d.images, mean=[0.3], std=[0.37]) for d in (train, test))
+    result = train_linear_probe(ftr, train.labels, fte, test.labels, num_classes=10, epochs=3)
     after = encoder.state_dict()
     assert before.keys() == after.keys()
     for k in before:

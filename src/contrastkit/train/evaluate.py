@@ -27,7 +27,7 @@ from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
-from contrastkit.train.probe import ProbeResult, train_linear_probe
+from contrastkit.train.probe import train_linear_probe
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
 
@@ -114,42 +114,6 @@ def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
     )
 
 
-def probe_encoder(
-    encoder: nn.Module,
-    train: ImageTensorDataset,
-    test: ImageTensorDataset,
-    *,
-    mean: list[float],
-    std: list[float],
-    num_classes: int,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    **probe_options: Any,
-) -> tuple[ProbeResult, Tensor, Tensor]:
-    """Linear-probe a frozen encoder: extract features once without augmentation, then train.
-
-    The encoder only runs forward in eval mode under ``no_grad``; its parameters and buffers
-    (BatchNorm statistics included) are left bit-for-bit unchanged.
-
-    Returns:
-        The probe result, and the train and test features (M, F), (N, F).
-    """
-    kw: dict[str, Any] = {
-        "mean": mean,
-        "std": std,
-        "device": device,
-        "amp_dtype": amp_dtype,
-        "channels_last": channels_last,
-    }
-    ftr = extract_features(encoder, train.images, **kw)
-    fte = extract_features(encoder, test.images, **kw)
-    result = train_linear_probe(
-        ftr, train.labels, fte, test.labels, num_classes=num_classes, **probe_options
-    )
-    return result, ftr, fte
-
-
 def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
     if not ds.has_labels:
         raise ContrastkitError(f"{what} ({ds.name}) has unlabelled images: cannot evaluate on it")
@@ -182,15 +146,28 @@ def linear_probe(
     run = load_encoder(run_dir, cfg.device)
     train = _labelled(_split(run, train_data, "train"), "the probe's training data")
     test = _labelled(_split(run, test_data or train_data, "test"), "the probe's test data")
-    result, _, fte = probe_encoder(
-        run.encoder,
-        train,
-        test,
-        mean=run.shape.mean,
-        std=run.shape.std,
+    ftr, fte = _features(run, train), _features(run, test)
+    return _write_probe(Path(run_dir), run, cfg, train, test, ftr, fte, t0)
+
+
+def _write_probe(
+    path: Path,
+    run: LoadedRun,
+    cfg: ProbeConfig,
+    train: ImageTensorDataset,
+    test: ImageTensorDataset,
+    ftr: Tensor,
+    fte: Tensor,
+    t0: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings."""
+    result = train_linear_probe(
+        ftr,
+        train.labels,
+        fte,
+        test.labels,
         num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
-        device=run.device,
-        **run.feature_options,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
@@ -213,9 +190,9 @@ def linear_probe(
         "confusion": confusion.tolist(),
     }
     if run.config["method"] == "ce":
-        out["head_test_acc"] = ce_head_accuracy(run_dir, fte, test.labels, run.device)
+        out["head_test_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
+    out.update(extra or {})
     out["seconds"] = time.perf_counter() - t0
-    path = Path(run_dir)
     rundir.write_json(path / "probe.json", out)
     np.savez(
         path / "embeddings_test.npz",
@@ -246,16 +223,37 @@ def knn(
     t0 = time.perf_counter()
     cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
     run = load_encoder(run_dir, cfg.device)
+    _knn_settings(run, cfg)  # bad k or t fails before the features are computed
+    train = _labelled(_split(run, train_data, "train"), "the kNN bank")
+    test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
+    ftr, fte = _features(run, train), _features(run, test)
+    return _write_knn(Path(run_dir), run, cfg, train, test, ftr, fte, t0)
+
+
+def _knn_settings(run: LoadedRun, cfg: KnnConfig) -> tuple[int, float]:
     k = cfg.k if cfg.k is not None else int(run.config.get("knn_k") or 200)
     t = cfg.t if cfg.t is not None else float(run.config.get("knn_t") or 0.1)
     if k < 1 or t <= 0:
         raise ContrastkitError(f"k must be >= 1 and t > 0, got k={k}, t={t}")
-    train = _labelled(_split(run, train_data, "train"), "the kNN bank")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
+    return k, t
+
+
+def _write_knn(
+    path: Path,
+    run: LoadedRun,
+    cfg: KnnConfig,
+    train: ImageTensorDataset,
+    test: ImageTensorDataset,
+    ftr: Tensor,
+    fte: Tensor,
+    t0: float,
+) -> dict[str, Any]:
+    """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``."""
+    k, t = _knn_settings(run, cfg)
     acc = knn_accuracy(
-        _features(run, train),
+        ftr,
         train.labels,
-        _features(run, test),
+        fte,
         test.labels,
         num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
         k=k,
@@ -263,8 +261,53 @@ def knn(
     )
     out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
     out["seconds"] = time.perf_counter() - t0
-    rundir.write_json(Path(run_dir) / "knn.json", out)
+    rundir.write_json(path / "knn.json", out)
     return out
+
+
+def knn_and_probe(
+    run_dir: str | Path,
+    *,
+    train_data: DataArg = None,
+    test_data: DataArg = None,
+    device: str = "auto",
+    knn_options: dict[str, Any] | None = None,
+    probe_options: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The final kNN and linear probe of a run from one feature extraction (``contrastkit run``).
+
+    Writes the same ``knn.json`` and ``probe.json`` as :func:`knn` and :func:`linear_probe`
+    called one after the other, with the train and test features computed once instead of
+    twice. ``knn.json``'s ``seconds`` then covers loading the encoder and data, the feature
+    extraction and the kNN; ``probe.json``'s covers the probe alone (it records
+    ``"features_from": "knn"``), so their sum is the evaluation's wall time.
+
+    Args:
+        run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
+        train_data: Override of the training data (kNN bank and probe training set).
+        test_data: Override of the test data.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        knn_options: Fields of :class:`~contrastkit.train.config.KnnConfig` (``k``, ``t``).
+        probe_options: Fields of :class:`~contrastkit.train.config.ProbeConfig`.
+
+    Returns:
+        The contents of ``knn.json`` and ``probe.json``.
+    """
+    t0 = time.perf_counter()
+    common = {"run_dir": str(run_dir), "device": device}
+    kcfg = from_dict(KnnConfig, {**(knn_options or {}), **common})
+    pcfg = from_dict(ProbeConfig, {**(probe_options or {}), **common})
+    run = load_encoder(run_dir, device)
+    _knn_settings(run, kcfg)
+    train = _labelled(_split(run, train_data, "train"), "the evaluation's training data")
+    test = _labelled(_split(run, test_data or train_data, "test"), "the evaluation's test data")
+    ftr, fte = _features(run, train), _features(run, test)
+    path = Path(run_dir)
+    knn_out = _write_knn(path, run, kcfg, train, test, ftr, fte, t0)
+    t1 = time.perf_counter()
+    shared = {"features_from": "knn"}
+    probe_out = _write_probe(path, run, pcfg, train, test, ftr, fte, t1, shared)
+    return knn_out, probe_out
 
 
 def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:

@@ -17,7 +17,7 @@ from contrastkit.train import rundir
 from contrastkit.train.baselines import raw_pixel_baselines
 from contrastkit.train.config import METHODS, RunConfig, from_dict, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
-from contrastkit.train.evaluate import knn, linear_probe
+from contrastkit.train.evaluate import knn_and_probe
 from contrastkit.train.pretrain import pretrain
 from contrastkit.train.recipes import data_defaults
 from contrastkit.train.report import BASELINES, build_report, format_table, method_row
@@ -126,13 +126,10 @@ def run(
                 resume=resume,
                 **({} if resume else common),
             )
-        knn(out, device=cfg.device, **eval_data)
-        linear_probe(
+        knn_and_probe(
             out,
-            epochs=cfg.probe_epochs,
             device=cfg.device,
-            quiet=cfg.quiet,
-            seed=cfg.seed,
+            probe_options={"epochs": cfg.probe_epochs, "quiet": cfg.quiet, "seed": cfg.seed},
             **eval_data,
         )
     build_report(root)

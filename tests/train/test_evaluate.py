@@ -1,0 +1,59 @@
+import json
+
+import numpy as np
+import pytest
+
+from contrastkit.errors import ContrastkitError
+from contrastkit.train import evaluate as evaluate_module
+from contrastkit.train import knn, linear_probe, pretrain
+from contrastkit.train.evaluate import knn_and_probe
+
+TINY = {"limit": 64, "batch_size": 32, "epochs": 1, "quiet": True, "knn_k": 10, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def ce_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "ce"
+    pretrain(data="digits", method="ce", out=str(out), **TINY)
+    return out
+
+
+def _count_extractions(monkeypatch):
+    calls = []
+    real = evaluate_module.extract_features
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "extract_features", counting)
+    return calls
+
+
+def test_knn_and_probe_writes_what_knn_then_linear_probe_write(ce_run, monkeypatch):
+    calls = _count_extractions(monkeypatch)
+    k_shared, p_shared = knn_and_probe(ce_run, device="cpu", probe_options={"epochs": 3})
+    assert calls == [1437, 360]  # digits train and test split, once each
+    emb_shared = np.load(ce_run / "embeddings_test.npz")["features"]
+    assert json.loads((ce_run / "probe.json").read_text()) == p_shared
+    assert p_shared["features_from"] == "knn"
+
+    calls.clear()
+    k_alone = knn(ce_run, device="cpu")
+    p_alone = linear_probe(ce_run, device="cpu", epochs=3)
+    assert calls == [1437, 360, 1437, 360]
+    for key in ["test_acc", "k", "t", "n_train", "n_test"]:
+        assert k_shared[key] == k_alone[key], key
+    for key in ["train_acc", "test_acc", "head_test_acc", "confusion", "classes", "epochs"]:
+        assert p_shared[key] == p_alone[key], key
+    assert "features_from" not in p_alone
+    np.testing.assert_array_equal(emb_shared, np.load(ce_run / "embeddings_test.npz")["features"])
+
+
+def test_knn_and_probe_rejects_bad_knn_settings_before_extracting(ce_run, monkeypatch):
+    calls = _count_extractions(monkeypatch)
+    with pytest.raises(ContrastkitError, match="k must be >= 1"):
+        knn_and_probe(ce_run, device="cpu", knn_options={"k": 0})
+    with pytest.raises(ContrastkitError, match="t > 0"):
+        knn_and_probe(ce_run, device="cpu", knn_options={"t": 0.0})
+    assert calls == []
