@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,21 @@ def plot_knn(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
 
 
 def plot_tsne(
-    features: np.ndarray, labels: np.ndarray, path: Path, title: str, seed: int = 0
-) -> None:
-    """2-D t-SNE of (up to 2,000) test features coloured by label."""
+    features: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    title: str,
+    classes: list[str] | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """2-D t-SNE of (up to 2,000) test features coloured by label.
+
+    Up to 20 classes get a legend with their names (``classes[label]``, or the label number
+    where ``classes`` does not name it); more get a colour bar of label numbers.
+
+    Returns:
+        The legend's entries (empty with a colour bar).
+    """
     from sklearn.manifold import TSNE
 
     plt = _pyplot()
@@ -62,13 +75,26 @@ def plot_tsne(
         features, labels = features[keep], labels[keep]
     perplexity = min(30.0, max(2.0, (len(features) - 1) / 3))
     xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
-    fig, ax = plt.subplots(figsize=(4.8, 4.5))
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6)
+    present = np.unique(labels)
+    entries: list[str] = []
+    fig, ax = plt.subplots(figsize=(6.2 if len(present) <= 20 else 4.8, 4.5))
+    if len(present) <= 20:
+        cmap = plt.get_cmap("tab20" if len(present) > 10 else "tab10")
+        names = classes or []
+        for i, label in enumerate(present):
+            at = labels == label
+            name = names[label] if 0 <= label < len(names) else str(label)
+            ax.scatter(xy[at, 0], xy[at, 1], color=cmap(i), s=6, label=name)
+            entries.append(name)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=2)
+    else:
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab20", s=6)
+        fig.colorbar(sc, ax=ax, fraction=0.046)
     ax.set(title=f"{title}: t-SNE of test features", xticks=[], yticks=[])
-    fig.colorbar(sc, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return entries
 
 
 def plot_similarity(sim: np.ndarray, pos: np.ndarray, path: Path, title: str) -> None:
@@ -124,15 +150,14 @@ def method_plots(run: Path, title: str) -> list[Path]:
         s = np.load(run / "similarity.npz")
         plot_similarity(s["similarity"], s["positives"], out / "similarity.png", title)
         made.append(out / "similarity.png")
+    probe_file = run / "probe.json"
+    probe = json.loads(probe_file.read_text()) if probe_file.is_file() else None
     if (run / "embeddings_test.npz").is_file():
         e = np.load(run / "embeddings_test.npz")
-        plot_tsne(e["features"], e["labels"], out / "tsne.png", title)
+        classes = probe.get("classes") if probe else None
+        plot_tsne(e["features"], e["labels"], out / "tsne.png", title, classes)
         made.append(out / "tsne.png")
-    probe_file = run / "probe.json"
-    if probe_file.is_file():
-        import json
-
-        probe = json.loads(probe_file.read_text())
+    if probe is not None:
         plot_confusion(
             np.array(probe["confusion"]), probe.get("classes", []), out / "confusion.png", title
         )
