@@ -2,7 +2,7 @@
 
 Layout::
 
-    RUN/config.yaml            resolved options + provenance (git SHA, versions, seed, device)
+    RUN/config.yaml            resolved options + provenance (git SHA and dirty flag, versions, seed, device)
     RUN/metrics.jsonl          one JSON object per line: kind "step" or "epoch"
     RUN/checkpoints/last.pt    full resume state (see contrastkit.train.checkpoint)
     RUN/probe.json, knn.json   evaluation results
@@ -28,20 +28,36 @@ CHECKPOINT = "checkpoints/last.pt"
 PROVENANCE_KEY = "provenance"
 
 
-def git_sha() -> str:
-    """The commit of the contrastkit source tree, ``unknown`` outside a git checkout."""
+def _git(*args: str, cwd: str | Path | None = None) -> str | None:
+    """Output of ``git ARGS`` run in ``cwd`` (default: this package's directory), or None."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent if cwd is None else cwd,
             capture_output=True,
             text=True,
             timeout=5,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """The commit of the contrastkit source tree, ``unknown`` outside a git checkout."""
+    out = _git("rev-parse", "HEAD", cwd=cwd)
+    return out.strip() if out is not None else "unknown"
+
+
+def git_dirty(cwd: str | Path | None = None) -> bool | None:
+    """Whether tracked files of the checkout differ from ``HEAD``; ``None`` outside git.
+
+    A run records it beside :func:`git_sha`: a SHA alone does not say that the code which
+    ran was that commit's.
+    """
+    out = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return bool(out.strip()) if out is not None else None
 
 
 def provenance(device: str) -> dict[str, Any]:
@@ -55,6 +71,7 @@ def provenance(device: str) -> dict[str, Any]:
 
     return {
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "contrastkit": contrastkit.__version__,
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
