@@ -181,6 +181,33 @@ def test_precision_names_and_devices():
         autocast_dtype("half", cpu)
 
 
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, native):
+    import warnings
+
+    from contrastkit.train import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(device, "_warned_emulated_bf16", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert device.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+        device.autocast_dtype("bf16", torch.device("cpu"))  # once per process
+        device.autocast_dtype("fp32", torch.device("cpu"))
+        device.autocast_dtype("auto", torch.device("cpu"))
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if native is False:
+        assert len(messages) == 1 and "use --precision fp32" in messages[0]
+    else:  # native, or torch cannot tell: nothing to warn about
+        assert messages == []
+
+
+def test_native_bf16_probe_answers():
+    from contrastkit.train.device import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16() in (True, False, None)
+
+
 def test_bad_precision_is_rejected_before_training(tmp_path):
     with pytest.raises(ContrastkitError, match="unknown precision"):
         pretrain(data="digits", precision="int8", out=str(tmp_path / "a"), **TINY)
