@@ -33,8 +33,9 @@ def cpu_has_native_bf16() -> bool | None:
     """Whether oneDNN has native bfloat16 kernels on this CPU (AVX-512-BF16 or AMX).
 
     ``None`` when this build of torch cannot tell. Without them oneDNN emulates bfloat16,
-    which ``benchmarks/precision.py`` measured 9.3x slower than float32 for the small CNN's
-    training step on an AVX2 CPU (and 1.63x faster on one with AVX-512-BF16).
+    which ``benchmarks/precision.py`` measured 11x slower than float32 for the small CNN's
+    training step and 15x for ResNet-18's on an AVX2 CPU (and 1.63x and 2.80x faster on one
+    with AVX-512-BF16).
     """
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -52,7 +53,7 @@ def _warn_emulated_bf16() -> None:
     _warned_emulated_bf16 = True
     warnings.warn(
         "precision bf16 on a CPU without native bfloat16 (torch reports CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}): oneDNN emulates it, about 9x slower than "
+        f"{torch.backends.cpu.get_cpu_capability()}): oneDNN emulates it, 10x slower or worse than "
         "float32 on such a CPU (benchmarks/precision.py); use --precision fp32 here",
         UserWarning,
         stacklevel=3,
