@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,31 +182,50 @@ def test_precision_names_and_devices():
         autocast_dtype("half", cpu)
 
 
-@pytest.mark.parametrize("native", [False, True, None])
-def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch, native):
+@pytest.mark.parametrize("has_kernels", [False, True, None])
+def test_bf16_on_a_cpu_without_onednn_bfloat16_warns_once(monkeypatch, has_kernels):
     import warnings
 
     from contrastkit.train import device
 
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(device, "_warned_emulated_bf16", False)
+    monkeypatch.setattr(device, "cpu_has_onednn_bf16", lambda: has_kernels)
+    monkeypatch.setattr(device, "_warned_slow_bf16", False)
+    cpu = torch.device("cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert device.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
-        device.autocast_dtype("bf16", torch.device("cpu"))  # once per process
-        device.autocast_dtype("fp32", torch.device("cpu"))
-        device.autocast_dtype("auto", torch.device("cpu"))
+        assert device.autocast_dtype("fp32", cpu) is None  # other precisions never warn
+        assert device.autocast_dtype("auto", cpu) is None
+        assert [w for w in caught if issubclass(w.category, UserWarning)] == []
+        assert device.autocast_dtype("bf16", cpu) is torch.bfloat16
+        assert device.autocast_dtype("bf16", cpu) is torch.bfloat16  # warned once only
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    if native is False:
-        assert len(messages) == 1 and "use --precision fp32" in messages[0]
-    else:  # native, or torch cannot tell: nothing to warn about
+    if has_kernels is False:
+        assert len(messages) == 1 and "train with precision fp32" in messages[0]
+    else:  # kernels there, or torch cannot tell: nothing to warn about
         assert messages == []
 
 
-def test_native_bf16_probe_answers():
-    from contrastkit.train.device import cpu_has_native_bf16
+def test_onednn_bf16_probe_agrees_with_the_cpu_capability():
+    """The probe must answer (not None) where oneDNN is built in, and agree with the ISA."""
+    import platform
 
-    assert cpu_has_native_bf16() in (True, False, None)
+    from contrastkit.train.device import cpu_has_onednn_bf16
+
+    answer = cpu_has_onednn_bf16()
+    if not torch.backends.mkldnn.is_available():
+        assert answer is None
+        return
+    assert answer in (True, False)
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        assert answer is True, capability
+    cpuinfo = Path("/proc/cpuinfo")
+    if capability in ("DEFAULT", "NO AVX", "AVX2") and cpuinfo.is_file():
+        flags = set(cpuinfo.read_text().split())
+        if not flags & {"avx512f", "avx_ne_convert"}:  # oneDNN's bf16 needs one of them
+            assert answer is False, capability
 
 
 def test_bad_precision_is_rejected_before_training(tmp_path):

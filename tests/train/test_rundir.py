@@ -1,23 +1,35 @@
+import os
 import shutil
 import subprocess
 
 import pytest
 
+from contrastkit.train import rundir
 from contrastkit.train.rundir import git_dirty, git_sha, provenance
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 
 
+@pytest.fixture
+def clean_git_env(monkeypatch):
+    """git as on a fresh machine: no user/system config, no repository from the environment."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CEILING_DIRECTORIES"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def _git(repo, *args):
     subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false",
+         "-c", "core.hooksPath=/dev/null", *args],
         cwd=repo,
         check=True,
         capture_output=True,
-    )
+    )  # fmt: skip
 
 
-def test_git_sha_and_dirty_flag_follow_the_checkout(tmp_path):
+def test_git_sha_and_dirty_flag_follow_the_checkout(tmp_path, clean_git_env):
     _git(tmp_path, "init", "-q")
     assert git_sha(tmp_path) == "unknown"  # no commit yet
     (tmp_path / "a.py").write_text("x = 1\n")
@@ -26,18 +38,41 @@ def test_git_sha_and_dirty_flag_follow_the_checkout(tmp_path):
     sha = git_sha(tmp_path)
     assert len(sha) == 40 and all(c in "0123456789abcdef" for c in sha)
     assert git_dirty(tmp_path) is False
-    (tmp_path / "untracked.txt").write_text("ignored\n")  # untracked files do not count
-    assert git_dirty(tmp_path) is False
-    (tmp_path / "a.py").write_text("x = 2\n")
+    (tmp_path / "a.py").write_text("x = 1000\n")  # modified
     assert git_dirty(tmp_path) is True
+    (tmp_path / "a.py").write_text("x = 1\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "new.py").write_text("y = 2\n")  # a new source file counts too
+    assert git_dirty(tmp_path) is True
+    (tmp_path / ".gitignore").write_text("new.py\n.gitignore\n")  # ignored files do not
+    assert git_dirty(tmp_path) is False
 
 
-def test_outside_a_checkout(tmp_path, monkeypatch):
+def test_dirty_flag_looks_only_below_its_directory(tmp_path, clean_git_env):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("x = 1\n")
+    (tmp_path / "README").write_text("docs\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    (tmp_path / "README").write_text("docs, edited\n")
+    assert git_dirty(tmp_path / "pkg") is False and git_dirty(tmp_path) is True
+
+
+def test_outside_a_checkout(tmp_path, monkeypatch, clean_git_env):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert git_sha(tmp_path) == "unknown" and git_dirty(tmp_path) is None
 
 
-def test_provenance_records_both():
-    p = provenance("cpu")
-    assert {"git_sha", "git_dirty", "torch", "threads"} <= set(p)
-    assert p["git_dirty"] in (True, False, None)
+def test_provenance_reads_the_source_state_once_per_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(rundir, "git_sha", lambda: calls.append("sha") or "f" * 40)
+    monkeypatch.setattr(rundir, "git_dirty", lambda: calls.append("dirty") or True)
+    rundir.source_state.cache_clear()
+    try:
+        first, second = provenance("cpu"), provenance("cpu")
+    finally:
+        rundir.source_state.cache_clear()
+    assert calls == ["sha", "dirty"]  # a commit during a long run does not relabel it
+    assert first["git_sha"] == second["git_sha"] == "f" * 40
+    assert first["git_dirty"] is True and {"torch", "threads", "device"} <= set(first)

@@ -29,32 +29,36 @@ def resolve_device(name: str) -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def cpu_has_native_bf16() -> bool | None:
-    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX-512-BF16 or AMX).
+def cpu_has_onednn_bf16() -> bool | None:
+    """Whether oneDNN has bfloat16 kernels for this CPU (on x86: AVX-512 or newer).
 
-    ``None`` when this build of torch cannot tell. Without them oneDNN emulates bfloat16,
-    which ``benchmarks/precision.py`` measured 11x slower than float32 for the small CNN's
-    training step and 15x for ResNet-18's on an AVX2 CPU (and 1.63x and 2.80x faster on one
-    with AVX-512-BF16).
+    ``None`` when this build of torch cannot tell (no oneDNN, or no such query). On an x86 CPU
+    below AVX-512 (AVX2 only) the answer is False and bfloat16 runs through a slow fallback:
+    ``benchmarks/precision.py`` measured the small CNN's training step 11x and ResNet-18's 15x
+    slower than float32 on an AVX2 EPYC (and 1.63x and 2.80x *faster* on an EPYC with
+    AVX-512-BF16). AVX-512 CPUs without the BF16 extension answer True; their bfloat16 speed
+    was not measured here.
     """
+    if not torch.backends.mkldnn.is_available():
+        return None
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return None
 
 
-_warned_emulated_bf16 = False
+_warned_slow_bf16 = False
 
 
-def _warn_emulated_bf16() -> None:
-    global _warned_emulated_bf16
-    if _warned_emulated_bf16:  # once per process (libraries reset Python's warning registry)
+def _warn_slow_bf16() -> None:
+    global _warned_slow_bf16
+    if _warned_slow_bf16:  # once per process (libraries reset Python's warning registry)
         return
-    _warned_emulated_bf16 = True
+    _warned_slow_bf16 = True
     warnings.warn(
-        "precision bf16 on a CPU without native bfloat16 (torch reports CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}): oneDNN emulates it, 10x slower or worse than "
-        "float32 on such a CPU (benchmarks/precision.py); use --precision fp32 here",
+        "precision bf16 on a CPU for which oneDNN has no bfloat16 kernels (torch reports CPU "
+        f"capability {torch.backends.cpu.get_cpu_capability()}): about 10x slower than float32 "
+        "on such a CPU (benchmarks/precision.py); train with precision fp32 here",
         UserWarning,
         stacklevel=3,
     )
@@ -66,8 +70,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     ``auto`` is float16 on CUDA (with grad scaling in training) and float32 on the CPU, so a
     CPU run gives the same numbers on every CPU. ``bf16`` autocasts convolutions and matrix
     products to bfloat16 on either device (``benchmarks/precision.py`` measures what it gains
-    on a CPU); on a CPU without native bfloat16 (:func:`cpu_has_native_bf16`) it warns, since
-    it is then much slower than float32. Training computes only the network under autocast;
+    on a CPU); on a CPU for which oneDNN has no bfloat16 kernels (:func:`cpu_has_onednn_bf16`)
+    it warns, since it is then much slower than float32. Training computes only the network under autocast;
     losses stay float32.
 
     Raises:
@@ -82,8 +86,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ContrastkitError("precision bf16: this CUDA device has no bfloat16; use fp16")
-        if device.type == "cpu" and cpu_has_native_bf16() is False:
-            _warn_emulated_bf16()
+        if device.type == "cpu" and cpu_has_onednn_bf16() is False:
+            _warn_slow_bf16()
         return torch.bfloat16
     if precision == "fp16":
         if device.type != "cuda":

@@ -13,6 +13,7 @@ Layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -29,11 +30,11 @@ PROVENANCE_KEY = "provenance"
 
 
 def _git(*args: str, cwd: str | Path | None = None) -> str | None:
-    """Output of ``git ARGS`` run in ``cwd`` (default: this package's directory), or None."""
+    """Output of ``git ARGS`` run in ``cwd`` (default: the contrastkit package's directory)."""
     try:
         out = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent if cwd is None else cwd,
+            ["git", "--no-optional-locks", *args],
+            cwd=Path(__file__).resolve().parents[1] if cwd is None else cwd,
             capture_output=True,
             text=True,
             timeout=5,
@@ -51,17 +52,31 @@ def git_sha(cwd: str | Path | None = None) -> str:
 
 
 def git_dirty(cwd: str | Path | None = None) -> bool | None:
-    """Whether tracked files of the checkout differ from ``HEAD``; ``None`` outside git.
+    """Whether files under ``cwd`` (default: this package's source) differ from ``HEAD``.
 
-    A run records it beside :func:`git_sha`: a SHA alone does not say that the code which
-    ran was that commit's.
+    Modified, staged, deleted and new (untracked, not ignored) files count; ``None`` outside
+    git. A run records it beside :func:`git_sha`: a SHA alone does not say that the code
+    which ran was that commit's.
     """
-    out = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    out = _git("status", "--porcelain", "--untracked-files=normal", "--", ".", cwd=cwd)
     return bool(out.strip()) if out is not None else None
 
 
+@functools.cache
+def source_state() -> tuple[str, bool | None]:
+    """(:func:`git_sha`, :func:`git_dirty`) of the package, read once per process.
+
+    Read when the first run of the process records its provenance, so a commit made while a
+    long ``contrastkit run`` trains does not relabel its later methods.
+    """
+    return git_sha(), git_dirty()
+
+
 def provenance(device: str) -> dict[str, Any]:
-    """Git SHA, library versions, Python, platform and device of this process."""
+    """Git SHA, dirty flag, library versions, Python, platform and device of this process.
+
+    The git fields are read once per process (:func:`source_state`).
+    """
     import numpy
     import sklearn
     import torch
@@ -69,9 +84,10 @@ def provenance(device: str) -> dict[str, Any]:
 
     import contrastkit
 
+    sha, dirty = source_state()
     return {
-        "git_sha": git_sha(),
-        "git_dirty": git_dirty(),
+        "git_sha": sha,
+        "git_dirty": dirty,
         "contrastkit": contrastkit.__version__,
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
