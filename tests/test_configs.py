@@ -37,8 +37,8 @@ def test_config_runs(path, tmp_path):
     assert main(["run", "--config", str(path), "--out", str(out), *SMALL]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == recipe["methods"].split(",")
+    kept = RECIPE_KEYS & recipe.keys()  # the recipe's values, not the defaults
     for r in rows:
         saved = yaml.safe_load((out / r["method"] / "config.yaml").read_text())
-        kept = RECIPE_KEYS & recipe.keys()  # the recipe's values, not the defaults
         assert {k: saved[k] for k in kept} == {k: recipe[k] for k in kept}
         assert 0.0 <= r["probe_acc"] <= 1.0

@@ -189,7 +189,7 @@ def test_bf16_on_a_cpu_without_onednn_bfloat16_warns_once(monkeypatch, has_kerne
     from contrastkit.train import device
 
     monkeypatch.setattr(device, "cpu_has_onednn_bf16", lambda: has_kernels)
-    monkeypatch.setattr(device, "_warned_slow_bf16", False)
+    device._warn_slow_bf16.cache_clear()
     cpu = torch.device("cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -198,6 +198,7 @@ def test_bf16_on_a_cpu_without_onednn_bfloat16_warns_once(monkeypatch, has_kerne
         assert [w for w in caught if issubclass(w.category, UserWarning)] == []
         assert device.autocast_dtype("bf16", cpu) is torch.bfloat16
         assert device.autocast_dtype("bf16", cpu) is torch.bfloat16  # warned once only
+    device._warn_slow_bf16.cache_clear()
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if has_kernels is False:
         assert len(messages) == 1 and "train with precision fp32" in messages[0]

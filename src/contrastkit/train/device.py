@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -47,14 +48,8 @@ def cpu_has_onednn_bf16() -> bool | None:
         return None
 
 
-_warned_slow_bf16 = False
-
-
+@functools.cache  # once per process (libraries reset Python's warning registry)
 def _warn_slow_bf16() -> None:
-    global _warned_slow_bf16
-    if _warned_slow_bf16:  # once per process (libraries reset Python's warning registry)
-        return
-    _warned_slow_bf16 = True
     warnings.warn(
         "precision bf16 on a CPU for which oneDNN has no bfloat16 kernels (torch reports CPU "
         f"capability {torch.backends.cpu.get_cpu_capability()}): about 10x slower than float32 "
@@ -71,8 +66,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     CPU run gives the same numbers on every CPU. ``bf16`` autocasts convolutions and matrix
     products to bfloat16 on either device (``benchmarks/precision.py`` measures what it gains
     on a CPU); on a CPU for which oneDNN has no bfloat16 kernels (:func:`cpu_has_onednn_bf16`)
-    it warns, since it is then much slower than float32. Training computes only the network under autocast;
-    losses stay float32.
+    it warns, since it is then much slower than float32. Training computes only the network
+    under autocast; losses stay float32.
 
     Raises:
         ContrastkitError: for an unknown name, or ``fp16`` on a device other than CUDA.

@@ -2,7 +2,8 @@
 
 Layout::
 
-    RUN/config.yaml            resolved options + provenance (git SHA and dirty flag, versions, seed, device)
+    RUN/config.yaml            resolved options + provenance (git SHA and dirty flag,
+                               versions, seed, device)
     RUN/metrics.jsonl          one JSON object per line: kind "step" or "epoch"
     RUN/checkpoints/last.pt    full resume state (see contrastkit.train.checkpoint)
     RUN/probe.json, knn.json   evaluation results
