@@ -123,7 +123,8 @@ def _cmd_report(opts: dict[str, Any]) -> None:
 def _cmd_summarize(opts: dict[str, Any]) -> None:
     from contrastkit.train.report import seed_summary
 
-    table = seed_summary(opts["run_dirs"])["table"]
+    pool = [k.strip() for item in opts.get("pool") or [] for k in item.split(",") if k.strip()]
+    table = seed_summary(opts["run_dirs"], pool=pool)["table"]
     print(table)
     if opts.get("out"):
         try:
@@ -181,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summarize", help=help_text, description=help_text)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="pretrain or run directories")
     p.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
+    p.add_argument(
+        "--pool",
+        action="append",
+        metavar="KEY[,KEY]",
+        help="config keys that may also differ within a row, e.g. precision (repeatable); "
+        "the table notes each seed's value",
+    )
     p.set_defaults(func=_cmd_summarize)
     return parser
 

@@ -116,3 +116,50 @@ def _copy(src, dst_root):
     dst = dst_root / f"copy-{src.name}"
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def channels_first(tmp_path_factory):
+    """A fourth seed of ce whose recipe differs in a key that does not change the math."""
+    out = tmp_path_factory.mktemp("cf") / "s3"
+    run(methods="ce", out=str(out), seed=3, channels_last=False, **TINY)
+    return out
+
+
+def test_pool_averages_over_a_named_key_and_says_which_seed_had_which(three_seeds, channels_first):
+    other = channels_first
+    with pytest.raises(ContrastkitError, match=r"differ in channels_last.*--pool channels_last"):
+        seed_summary([*three_seeds, other])
+    s = seed_summary([*three_seeds, other], pool=["channels_last", "channels_last"])
+    rows = {r["method"]: r for r in s["rows"]}
+    assert rows["ce"]["seeds"] == [0, 1, 2, 3] and rows["simclr"]["n"] == 3
+    assert rows["ce"]["pooled"] == {"channels_last": {"True": [0, 1, 2], "False": [3]}}
+    assert rows["simclr"]["pooled"] == {}  # one value only: nothing to say
+    probe = [_read(d / "ce", "probe.json")["test_acc"] for d in three_seeds]
+    probe.append(_read(other / "ce", "probe.json")["test_acc"])
+    assert rows["ce"]["probe_acc"] == pytest.approx(
+        (statistics.mean(probe), statistics.stdev(probe))
+    )
+    assert s["table"].endswith(
+        "Pooled over channels_last: ce: channels_last True (seeds 0, 1, 2); False (seed 3)."
+    )
+    assert "Pooled" not in seed_summary(three_seeds, pool=["channels_last"])["table"]
+
+
+def test_pool_refuses_row_keys_and_unknown_keys(three_seeds):
+    with pytest.raises(ContrastkitError, match="cannot pool over method, model"):
+        seed_summary(three_seeds, pool=["model", "method"])
+    with pytest.raises(ContrastkitError, match="cannot pool over precison: no run's config"):
+        seed_summary(three_seeds, pool=["precison"])
+
+
+def test_summarize_command_pools(three_seeds, channels_first, capsys):
+    other = channels_first
+    assert main(["summarize", *map(str, three_seeds), str(other)]) == 2
+    assert "--pool channels_last" in capsys.readouterr().err
+    assert (
+        main(["summarize", *map(str, three_seeds), str(other), "--pool", "lr,channels_last"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "| ce | small_cnn | 1 | 0, 1, 2, 3 |" in printed
+    assert "Pooled over lr, channels_last: ce: channels_last True" in printed

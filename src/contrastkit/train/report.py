@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,25 +199,47 @@ def _pm(stat: tuple[float, float | None] | None, scale: float, digits: int) -> s
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
-def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
+_ROW_KEYS = frozenset({"method", "model", "epochs"})
+"""What names a row of :func:`seed_summary`: these cannot be pooled."""
+
+
+def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[str, Any]:
     """Mean ± standard deviation of each method over runs that differ only in their seed.
 
     Every argument is a pretraining run directory or a ``contrastkit run`` directory (all its
     methods are taken). Runs are grouped by their config without the keys in
-    :data:`SEED_FREE_KEYS`, plus the epochs completed and the probe's and kNN's settings;
-    each group is one row. The standard deviation is the sample one (n - 1), shown for n ≥ 2.
+    :data:`SEED_FREE_KEYS` and ``pool``, plus the epochs completed and the probe's and kNN's
+    settings; each group is one row. The standard deviation is the sample one (n - 1), shown
+    for n ≥ 2.
+
+    Args:
+        run_dirs: the run directories.
+        pool: further config keys whose values may differ within a row (e.g. ``precision``
+            for seeds run in bfloat16 on one machine and float32 on another). The table says
+            which value each seed had, under the rows; wall seconds of a pooled row mix
+            whatever the pooled key changes.
 
     Returns:
         ``{"rows": [...], "baselines": [...], "table": str}``: per row the method, model,
-        epochs, seeds, n and ``(mean, std)`` of seconds, eval seconds, kNN, probe and CE-head
-        accuracy (None where a run lacks the value); the distinct raw-pixel baselines; the
+        epochs, seeds, n, ``(mean, std)`` of seconds, eval seconds, kNN, probe and CE-head
+        accuracy (None where a run lacks the value) and ``pooled`` (per pooled key that
+        varies in the row, each value's seeds); the distinct raw-pixel baselines; the
         Markdown table.
 
     Raises:
         ContrastkitError: if a directory holds no run, if two groups share method, model and
-            epochs (their recipes differ in a key other than the seed: the error names it), or
-            if a group repeats a seed.
+            epochs (their recipes differ in a key other than the seed: the error names it), if
+            a group repeats a seed, or if ``pool`` names a row key (method, model, epochs) or
+            a key that no run's config has.
     """
+    pool = list(dict.fromkeys(pool))
+    bad = sorted(_ROW_KEYS.intersection(pool))
+    if bad:
+        raise ContrastkitError(
+            f"cannot pool over {', '.join(bad)}: method, model and epochs name a row"
+        )
+    free = SEED_FREE_KEYS.union(pool)
+    known: set[str] = set()
     groups: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     baselines: list[dict[str, Any]] = []
     done: set[Path] = set()
@@ -236,8 +259,10 @@ def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
                 continue  # a directory given twice (or inside another one given) counts once
             done.add(run.resolve())
             cfg = rundir.read_config(run)
+            known.update(cfg)
             measured = method_row(run)
-            recipe = {k: v for k, v in cfg.items() if k not in SEED_FREE_KEYS}
+            measured["pooled"] = {k: cfg.get(k) for k in pool}
+            recipe = {k: v for k, v in cfg.items() if k not in free}
             # what else makes two numbers comparable: epochs done, probe and kNN settings
             recipe["epochs_done"] = measured["epochs"]
             for name, keys in (("probe", _PROBE_KEYS), ("knn", ("k", "t"))):
@@ -245,6 +270,12 @@ def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
                 recipe.update({f"{name}_{k}": found.get(k) for k in keys})
             key = json.dumps(recipe, sort_keys=True, default=str)
             groups.setdefault(key, []).append((recipe, measured))
+    unknown = [k for k in pool if k not in known]
+    if unknown:
+        raise ContrastkitError(
+            f"cannot pool over {', '.join(unknown)}: no run's config has that key "
+            f"(keys: {', '.join(sorted(known))})"
+        )
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for members in groups.values():
@@ -255,7 +286,8 @@ def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
             diff = sorted(k for k in set(recipe) | set(other) if recipe.get(k) != other.get(k))
             raise ContrastkitError(
                 f"runs of {first['method']} ({first['epochs']} epochs) differ in "
-                f"{', '.join(diff)}, not only in the seed: summarise them separately"
+                f"{', '.join(diff)}, not only in the seed: summarise them separately "
+                f"(or average over a key that does not matter with --pool {diff[0]})"
             )
         seen[ident] = recipe
         seeds = sorted(r["seed"] for _, r in members)
@@ -270,6 +302,7 @@ def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
             "epochs": first["epochs"],
             "n": len(members),
             "seeds": seeds,
+            "pooled": _pooled(members, pool),
         }
         for m in _SUMMARY_METRICS:
             values = [r.get(m) for _, r in members]
@@ -288,4 +321,29 @@ def seed_summary(run_dirs: list[str | Path]) -> dict[str, Any]:
         )
     for b in baselines:
         lines += _baseline_rows(b)
+    notes = [
+        f"{r['method']}: {key} " + "; ".join(f"{v} ({_seeds(s)})" for v, s in by.items())
+        for r in rows
+        for key, by in r["pooled"].items()
+    ]
+    if notes:
+        lines += ["", "Pooled over " + ", ".join(pool) + ": " + " · ".join(notes) + "."]
     return {"rows": rows, "baselines": baselines, "table": "\n".join(lines)}
+
+
+def _seeds(seeds: list[Any]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def _pooled(
+    members: list[tuple[dict[str, Any], dict[str, Any]]], pool: list[str]
+) -> dict[str, dict[str, list[Any]]]:
+    """Per pooled key that takes more than one value in a row: each value (as text) → seeds."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for key in pool:
+        by: dict[str, list[Any]] = {}
+        for _, m in sorted(members, key=lambda rm: rm[1]["seed"]):
+            by.setdefault(str(m["pooled"][key]), []).append(m["seed"])
+        if len(by) > 1:
+            out[key] = by
+    return out
