@@ -163,3 +163,19 @@ def test_summarize_command_pools(three_seeds, channels_first, capsys):
     printed = capsys.readouterr().out
     assert "| ce | small_cnn | 1 | 0, 1, 2, 3 |" in printed
     assert "Pooled over lr, channels_last: ce: channels_last True" in printed
+
+
+def test_baselines_that_show_the_same_numbers_are_listed_once(three_seeds, tmp_path):
+    import shutil
+
+    other = tmp_path / "s9"
+    shutil.copytree(three_seeds[0], other)
+    base = _read(other, "baselines.json")
+    (other / "baselines.json").write_text(json.dumps({**base, "logreg": base["logreg"] + 1e-6}))
+    for d in (other, *(other / m for m in ("simclr", "ce"))):  # an independent seed
+        text = (d / "config.yaml").read_text()
+        (d / "config.yaml").write_text(text.replace("seed: 0", "seed: 9"))
+    table = seed_summary([*three_seeds, other])["table"]
+    assert table.count("raw pixels: logistic regression") == 1
+    (other / "baselines.json").write_text(json.dumps({**base, "logreg": base["logreg"] + 0.01}))
+    assert seed_summary([*three_seeds, other])["table"].count("raw pixels: logistic") == 2
