@@ -166,10 +166,7 @@ def test_summarize_command_pools(three_seeds, channels_first, capsys):
 
 
 def test_baselines_that_show_the_same_numbers_are_listed_once(three_seeds, tmp_path):
-    import shutil
-
-    other = tmp_path / "s9"
-    shutil.copytree(three_seeds[0], other)
+    other = _copy(three_seeds[0], tmp_path)
     base = _read(other, "baselines.json")
     (other / "baselines.json").write_text(json.dumps({**base, "logreg": base["logreg"] + 1e-6}))
     for d in (other, *(other / m for m in ("simclr", "ce"))):  # an independent seed
