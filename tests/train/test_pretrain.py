@@ -10,6 +10,7 @@ from contrastkit.train import linear_probe, pretrain
 from contrastkit.train.checkpoint import load_checkpoint
 from contrastkit.train.config import PretrainConfig, from_dict
 from contrastkit.train.pretrain import epoch_batches
+from contrastkit.train.rundir import read_metrics
 
 TINY = {"limit": 64, "batch_size": 32, "epochs": 1, "quiet": True, "knn_k": 10, "device": "cpu"}
 
@@ -308,14 +309,30 @@ def test_fp16_on_the_cpu_fails_before_run_does_any_work(tmp_path):
 
 
 def test_the_knn_monitor_does_not_change_training(tmp_path):
-    """Weights after training are bit-identical with the monitor every epoch or only at the end."""
-    runs = {}
-    for every in (1, 0):
-        out = tmp_path / f"every{every}"
-        pretrain(
-            data="digits", method="supcon", out=str(out), knn_every=every, **{**TINY, "epochs": 2}
+    """Weights after training are bit-identical with the monitor every epoch, only at the end,
+    or never (``final_knn=False``, as ``contrastkit run`` calls it)."""
+    runs, monitored = {}, {}
+    for every, final in ((1, True), (0, True), (0, False)):
+        out = tmp_path / f"every{every}-{final}"
+        r = pretrain(
+            data="digits",
+            method="supcon",
+            out=str(out),
+            knn_every=every,
+            final_knn=final,
+            **{**TINY, "epochs": 2},
         )
-        runs[every] = load_checkpoint(out / "checkpoints" / "last.pt")
+        runs[every, final] = load_checkpoint(out / "checkpoints" / "last.pt")
+        epochs = [m for m in read_metrics(out) if m["kind"] == "epoch"]
+        monitored[every, final] = [m["knn_acc"] is not None for m in epochs]
+        assert (r.knn_acc is not None) == final
+    assert monitored == {
+        (1, True): [True, True],
+        (0, True): [False, True],
+        (0, False): [False, False],
+    }
     for part in ("encoder", "head"):
-        a, b = runs[1][part], runs[0][part]
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        a = runs[1, True][part]
+        for other in ((0, True), (0, False)):
+            b = runs[other][part]
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -5,6 +5,8 @@ import json
 import yaml
 
 from contrastkit.cli import main
+from contrastkit.train import run
+from contrastkit.train.rundir import knn_curve, read_metrics
 
 TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "1", "--quiet", "--device", "cpu"]
 
@@ -31,3 +33,23 @@ def test_run_passes_recipe_knobs_and_reports_ce_head(tmp_path, capsys):
     assert [r["head_acc"] is None for r in row] == [False, True] or [
         r["head_acc"] is None for r in row
     ] == [True, False]
+
+
+def test_run_closes_the_knn_curve_with_its_final_evaluation(tmp_path):
+    """Without --limit, run skips the monitor after the last epoch: knn.json measures the same."""
+    out = tmp_path / "r"
+    opts = {"epochs": 2, "batch_size": 256, "knn_every": 1, "probe_epochs": 2, "quiet": True}
+    run(data="digits", methods="supcon", out=str(out), device="cpu", **opts)
+    epochs = [m for m in read_metrics(out / "supcon") if m["kind"] == "epoch"]
+    assert [m["knn_acc"] is None for m in epochs] == [False, True]
+    final = json.loads((out / "supcon" / "knn.json").read_text())["test_acc"]
+    assert knn_curve(out / "supcon") == [(1, epochs[0]["knn_acc"]), (2, final)]
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["knn_acc"] == final
+
+
+def test_after_limit_run_also_monitors_the_last_epoch(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", "--data", "digits", "--methods", "ce", "--out", str(out), *TINY]) == 0
+    epochs = [m for m in read_metrics(out / "ce") if m["kind"] == "epoch"]
+    assert epochs[-1]["knn_acc"] is not None  # on the 64-image bank; knn.json's is the whole split

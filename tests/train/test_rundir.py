@@ -7,7 +7,7 @@ import pytest
 from contrastkit.train import rundir
 from contrastkit.train.rundir import git_dirty, git_sha, provenance
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 
 
 @pytest.fixture
@@ -29,6 +29,7 @@ def _git(repo, *args):
     )  # fmt: skip
 
 
+@needs_git
 def test_git_sha_and_dirty_flag_follow_the_checkout(tmp_path, clean_git_env):
     _git(tmp_path, "init", "-q")
     assert git_sha(tmp_path) == "unknown"  # no commit yet
@@ -48,6 +49,7 @@ def test_git_sha_and_dirty_flag_follow_the_checkout(tmp_path, clean_git_env):
     assert git_dirty(tmp_path) is False
 
 
+@needs_git
 def test_dirty_flag_looks_only_below_its_directory(tmp_path, clean_git_env):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_text("x = 1\n")
@@ -59,11 +61,13 @@ def test_dirty_flag_looks_only_below_its_directory(tmp_path, clean_git_env):
     assert git_dirty(tmp_path / "pkg") is False and git_dirty(tmp_path) is True
 
 
+@needs_git
 def test_outside_a_checkout(tmp_path, monkeypatch, clean_git_env):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert git_sha(tmp_path) == "unknown" and git_dirty(tmp_path) is None
 
 
+@needs_git
 def test_provenance_reads_the_source_state_once_per_process(monkeypatch):
     calls = []
     monkeypatch.setattr(rundir, "git_sha", lambda: calls.append("sha") or "f" * 40)
@@ -76,3 +80,41 @@ def test_provenance_reads_the_source_state_once_per_process(monkeypatch):
     assert calls == ["sha", "dirty"]  # a commit during a long run does not relabel it
     assert first["git_sha"] == second["git_sha"] == "f" * 40
     assert first["git_dirty"] is True and {"torch", "threads", "device"} <= set(first)
+
+
+def _run_dir(path, monitored, knn=None, **config):
+    """A run directory of 3 epochs whose monitor measured at ``monitored`` {epoch: accuracy}."""
+    path.mkdir()
+    rundir.write_config(path, {"method": "supcon", "knn_k": 200, "knn_t": 0.1, **config}, {})
+    for epoch in (1, 2, 3):
+        rundir.append_metrics(path, {"kind": "step", "step": epoch})
+        rundir.append_metrics(
+            path, {"kind": "epoch", "epoch": epoch, "knn_acc": monitored.get(epoch)}
+        )
+    if knn is not None:
+        rundir.write_json(
+            path / "knn.json", {"test_acc": 0.9, "k": 200, "t": 0.1, "n_train": 500, **knn}
+        )
+    return path
+
+
+def test_knn_curve_is_the_monitor_closed_by_the_final_evaluation(tmp_path):
+    run = _run_dir(tmp_path / "a", {2: 0.7}, knn={})
+    assert rundir.knn_curve(run) == [(2, 0.7), (3, 0.9)]
+    run = _run_dir(tmp_path / "b", {2: 0.7, 3: 0.8}, knn={})  # monitored at the end: kept as is
+    assert rundir.knn_curve(run) == [(2, 0.7), (3, 0.8)]
+    assert rundir.knn_curve(_run_dir(tmp_path / "c", {1: 0.6})) == [(1, 0.6)]  # not evaluated
+    run = _run_dir(tmp_path / "d", {}, knn={}, limit=500)
+    assert rundir.knn_curve(run) == [(3, 0.9)]
+
+
+@pytest.mark.parametrize(
+    ("knn", "config"),
+    [({"k": 20}, {}), ({"t": 0.07}, {}), ({}, {"limit": 100})],
+    ids=["other k", "other t", "monitor bank was a subset"],
+)
+def test_knn_curve_leaves_out_a_final_evaluation_that_measured_something_else(
+    tmp_path, knn, config
+):
+    run = _run_dir(tmp_path / "r", {2: 0.7}, knn=knn, **config)
+    assert rundir.knn_curve(run) == [(2, 0.7)]

@@ -37,12 +37,14 @@ def plot_loss_lr(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def plot_knn(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    """kNN-monitor test accuracy per epoch, one line per run."""
+    """Plot the kNN test accuracy per epoch, one line per run (see ``rundir.knn_curve``)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for name, pts in curves.items():
         if pts:
-            ax.plot([e for e, _ in pts], [100 * a for _, a in pts], label=name, lw=1.2)
+            ax.plot(
+                [e for e, _ in pts], [100 * a for _, a in pts], label=name, lw=1.2, marker="o", ms=3
+            )
     ax.set(xlabel="epoch", ylabel="kNN test accuracy (%)", title="kNN monitor")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -139,12 +141,7 @@ def method_plots(run: Path, title: str) -> list[Path]:
     metrics = rundir.read_metrics(run)
     if metrics:
         plot_loss_lr(metrics, out / "loss_lr.png", title)
-        curve = [
-            (r["epoch"], r["knn_acc"])
-            for r in metrics
-            if r["kind"] == "epoch" and r.get("knn_acc") is not None
-        ]
-        plot_knn({title: curve}, out / "knn.png")
+        plot_knn({title: rundir.knn_curve(run)}, out / "knn.png")
         made += [out / "loss_lr.png", out / "knn.png"]
     if (run / "similarity.npz").is_file():
         s = np.load(run / "similarity.npz")

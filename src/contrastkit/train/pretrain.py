@@ -58,7 +58,8 @@ class PretrainResult:
         run_dir: The run directory.
         epochs: Epochs trained in total.
         seconds: Training wall time (summed over resumed parts; kNN monitor included).
-        knn_acc: Last kNN-monitor test accuracy (None without labelled test data).
+        knn_acc: kNN-monitor test accuracy after the last epoch (None without labelled test
+            data, or when ``pretrain`` was called with ``final_knn=False``).
         loss: Mean loss of the last epoch.
     """
 
@@ -530,6 +531,7 @@ def pretrain(
     *,
     data: str | Dataset[tuple[Tensor, int]] | None = None,
     test_data: str | Dataset[tuple[Tensor, int]] | None = None,
+    final_knn: bool = True,
     **options: Any,
 ) -> PretrainResult:
     """Pretrain an encoder and write a run directory (``contrastkit pretrain``).
@@ -538,6 +540,9 @@ def pretrain(
         data: A registry name (``digits``, the default; ``cifar10``, ``folder:PATH``…) or any
             ``Dataset`` of ``(image tensor (C, H, W), label)``.
         test_data: For a ``Dataset`` in ``data``: the labelled test set of the kNN monitor.
+        final_knn: Run the kNN monitor after the last epoch (whatever ``knn_every`` says).
+            ``contrastkit run`` passes False: it computes ``knn.json`` from the same final
+            weights right after, which the reports then show as the curve's last point.
         **options: Fields of :class:`~contrastkit.train.config.PretrainConfig` (``method``,
             ``model``, ``epochs``, ``batch_size``, ``out``, ``seed``, ``resume``…); unknown
             names are an error.
@@ -560,7 +565,7 @@ def pretrain(
     if distributed.launched():  # torchrun: cuda:LOCAL_RANK + nccl, or the CPU + gloo
         device = _launch_errors(lambda: distributed.init_from_env(device.type))
     try:
-        return _pretrain(cfg, source, test_data, device)
+        return _pretrain(cfg, source, test_data, device, final_knn)
     finally:
         if joined:
             distributed.shutdown()
@@ -581,6 +586,7 @@ def _pretrain(
     source: str | Dataset[tuple[Tensor, int]],
     test_data: str | Dataset[tuple[Tensor, int]] | None,
     device: torch.device,
+    final_knn: bool = True,
 ) -> PretrainResult:
     world = distributed.world_size()
     _launch_errors(lambda: distributed.local_batch_size(cfg.batch_size))
@@ -628,8 +634,10 @@ def _pretrain(
         train_seconds = time.perf_counter() - t0
         state.epoch += 1
         loss_mean = float(np.mean(losses))
-        monitor = cfg.knn_every > 0 and state.epoch % cfg.knn_every == 0
-        if (monitor or state.epoch == cfg.epochs) and is_main():
+        last = state.epoch == cfg.epochs
+        every = cfg.knn_every > 0 and state.epoch % cfg.knn_every == 0
+        monitor = (every and not last) or (last and final_knn)
+        if monitor and is_main():
             knn_acc = knn_monitor(cfg, state, run_data, device)
         state.elapsed += time.perf_counter() - t0
         state.cpu_elapsed += time.process_time() - c0
@@ -640,7 +648,7 @@ def _pretrain(
                 "step": state.step,
                 "loss": loss_mean,
                 "lr": records[-1]["lr"],
-                "knn_acc": knn_acc if (monitor or state.epoch == cfg.epochs) else None,
+                "knn_acc": knn_acc if monitor else None,
                 "images_per_s": seen / train_seconds,
                 "elapsed": state.elapsed,
                 "cpu_elapsed": state.cpu_elapsed,
@@ -656,7 +664,8 @@ def _pretrain(
         if not (out / "similarity.npz").exists() or cfg.resume:
             snap: dict[str, Any] = similarity_snapshot(cfg, state, run_data, augment, device)
             np.savez(out / "similarity.npz", **snap)
-        if knn_acc is None and cfg.resume:
+        if knn_acc is None and cfg.resume and final_knn:
             knn_acc = knn_monitor(cfg, state, run_data, device)
     distributed.barrier()  # every process ends with the files of rank 0 written
-    return PretrainResult(out, state.epoch, state.elapsed, knn_acc, loss_mean)
+    final = knn_acc if final_knn else None
+    return PretrainResult(out, state.epoch, state.elapsed, final, loss_mean)

@@ -144,11 +144,7 @@ def build_report(run_dir: str | Path) -> Path:
     curves = {}
     for run, row in zip(runs, rows, strict=True):
         figures.append((row["method"], plots.method_plots(run, row["method"])))
-        curves[row["method"]] = [
-            (r["epoch"], r["knn_acc"])
-            for r in rundir.read_metrics(run)
-            if r["kind"] == "epoch" and r.get("knn_acc") is not None
-        ]
+        curves[row["method"]] = rundir.knn_curve(run)
     (root / "plots").mkdir(exist_ok=True)
     overview = root / "plots" / "knn_all.png"
     plots.plot_knn(curves, overview)

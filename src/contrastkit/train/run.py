@@ -113,19 +113,17 @@ def run(
         resume = (out / rundir.CHECKPOINT).is_file()
         if not resume and out.exists():
             shutil.rmtree(out)  # a start that never reached its first checkpoint
-        if isinstance(data, str):
-            pretrain(
-                data=data, method=method, out=str(out), resume=resume, **({} if resume else common)
-            )
-        else:
-            pretrain(
-                data=data,
-                test_data=test_data,
-                method=method,
-                out=str(out),
-                resume=resume,
-                **({} if resume else common),
-            )
+        pretrain(
+            data=data,
+            test_data=test_data,
+            # knn.json, computed right below from the final weights, closes the kNN curve;
+            # after --limit the monitor's bank is the subset, so there it runs as well
+            final_knn=cfg.limit is not None,
+            method=method,
+            out=str(out),
+            resume=resume,
+            **({} if resume else common),
+        )
         knn_and_probe(
             out,
             device=cfg.device,

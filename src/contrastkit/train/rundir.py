@@ -161,6 +161,28 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
+def knn_curve(path: Path) -> list[tuple[int, float]]:
+    """(epoch, kNN test accuracy) pairs of a run: its monitor, closed by ``knn.json``.
+
+    ``contrastkit run`` skips the monitor after the last epoch and computes ``knn.json`` from
+    the same final weights instead; that value becomes the last point when it measured what
+    the monitor measures: the run's k and t, and a bank as large as the run's training set
+    (after ``--limit`` the monitor's bank is the subset, ``knn.json``'s the whole split).
+    """
+    epochs = [r for r in read_metrics(path) if r["kind"] == "epoch"]
+    curve = [(r["epoch"], r["knn_acc"]) for r in epochs if r.get("knn_acc") is not None]
+    final = path / "knn.json"
+    if not epochs or epochs[-1].get("knn_acc") is not None or not final.is_file():
+        return curve
+    knn = json.loads(final.read_text())
+    cfg = read_config(path)
+    limit = cfg.get("limit")
+    same = knn.get("k") == cfg.get("knn_k") and knn.get("t") == cfg.get("knn_t")
+    if same and (limit is None or limit >= knn.get("n_train", 0)):
+        curve.append((epochs[-1]["epoch"], knn["test_acc"]))
+    return curve
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep only records up to ``step`` (used on resume: later ones are re-done)."""
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
