@@ -121,9 +121,10 @@ def _cmd_report(opts: dict[str, Any]) -> None:
 
 
 def _cmd_summarize(opts: dict[str, Any]) -> None:
+    from contrastkit.train.config import comma_list
     from contrastkit.train.report import seed_summary
 
-    pool = [k.strip() for item in opts.get("pool") or [] for k in item.split(",") if k.strip()]
+    pool = comma_list(*(opts.get("pool") or []))
     table = seed_summary(opts["run_dirs"], pool=pool)["table"]
     print(table)
     if opts.get("out"):

@@ -170,6 +170,11 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     raise ContrastkitError(f"option {name!r} must be {names}, got {value!r}")
 
 
+def comma_list(*texts: str) -> list[str]:
+    """The items of comma-separated lists, stripped, empty ones dropped: ``"a, b,"`` → ``[a, b]``."""
+    return [item.strip() for text in texts for item in text.split(",") if item.strip()]
+
+
 def upgrade_legacy(values: dict[str, Any]) -> dict[str, Any]:
     """Map options of configs written by older versions to current ones.
 

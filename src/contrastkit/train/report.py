@@ -12,6 +12,7 @@ from typing import Any
 
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import plots, rundir
+from contrastkit.train.config import comma_list
 
 BASELINES = "baselines.json"
 RESULTS = "results.json"
@@ -96,7 +97,7 @@ def _run_dirs(root: Path) -> list[Path]:
     methods = (
         rundir.read_config(root).get("methods", "") if (root / rundir.CONFIG).is_file() else ""
     )
-    order = [m.strip() for m in str(methods).split(",") if m.strip()]
+    order = comma_list(str(methods))
     return sorted(runs, key=lambda p: order.index(p.name) if p.name in order else len(order))
 
 

@@ -15,7 +15,7 @@ from contrastkit.data import resolve_dataset
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import rundir
 from contrastkit.train.baselines import raw_pixel_baselines
-from contrastkit.train.config import METHODS, RunConfig, from_dict, to_dict
+from contrastkit.train.config import METHODS, RunConfig, comma_list, from_dict, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import knn_and_probe
 from contrastkit.train.pretrain import pretrain
@@ -49,7 +49,7 @@ def run(
             "run with a Dataset object needs test_data= (a labelled test Dataset)"
         )
     cfg = from_dict(RunConfig, options)
-    methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
+    methods = comma_list(cfg.methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ContrastkitError(
