@@ -1,11 +1,14 @@
-"""``contrastkit run`` passes recipe knobs to every method and reports CE's own head."""
+"""``contrastkit run`` passes recipe knobs to every method, reports CE's own head, and closes
+the kNN curve with its final evaluation."""
 
+import importlib
 import json
 
+import pytest
 import yaml
 
 from contrastkit.cli import main
-from contrastkit.train import run
+from contrastkit.train import knn, pretrain, run
 from contrastkit.train.rundir import knn_curve, read_metrics
 
 TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "1", "--quiet", "--device", "cpu"]
@@ -26,6 +29,8 @@ def test_run_passes_recipe_knobs_and_reports_ce_head(tmp_path, capsys):
         assert saved["warmup_epochs"] == 0.5 and saved["temperature"] == 0.2
         assert saved["weight_decay"] == 0.001 and saved["augment"] == "none"
         assert saved["knn_every"] == 0 and saved["channels_last"] is True
+        epochs = [r for r in read_metrics(out / m) if r["kind"] == "epoch"]
+        assert epochs[-1]["knn_acc"] is not None  # --limit: the monitor's bank is the subset
     ce = json.loads((out / "ce" / "probe.json").read_text())
     assert 0.0 <= ce["head_test_acc"] <= 1.0
     assert "head_test_acc" not in json.loads((out / "supcon" / "probe.json").read_text())
@@ -48,8 +53,30 @@ def test_run_closes_the_knn_curve_with_its_final_evaluation(tmp_path):
     assert row["knn_acc"] == final
 
 
-def test_after_limit_run_also_monitors_the_last_epoch(tmp_path):
+def test_the_final_knn_evaluation_equals_the_monitor_after_the_last_epoch(tmp_path):
+    """What lets ``run`` skip that monitor: knn.json of the same weights gives the same value."""
+    out = tmp_path / "p"
+    r = pretrain(data="digits", method="ce", out=str(out), epochs=1, quiet=True, device="cpu")
+    assert knn(out)["test_acc"] == r.knn_acc  # float32: the same features, the same vote
+
+
+def test_resume_after_limit_still_monitors_the_last_epoch(tmp_path, monkeypatch):
+    """A resumed run takes --limit from the method's saved config, not from the command."""
+    pretrain_module = importlib.import_module("contrastkit.train.pretrain")  # not the function
+    real_step, calls = pretrain_module.train_step, [0]
+
+    def interrupted(*args, **kw):
+        calls[0] += 1
+        if calls[0] > 2:  # 64 images, batch 32: the first step of epoch 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kw)
+
     out = tmp_path / "r"
-    assert main(["run", "--data", "digits", "--methods", "ce", "--out", str(out), *TINY]) == 0
+    opts = {"methods": "ce", "batch_size": 32, "probe_epochs": 1, "quiet": True, "device": "cpu"}
+    monkeypatch.setattr(pretrain_module, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(data="digits", out=str(out), limit=64, epochs=2, **opts)
+    monkeypatch.setattr(pretrain_module, "train_step", real_step)
+    run(data="digits", out=str(out), resume=True, epochs=2, **opts)  # --limit not repeated
     epochs = [m for m in read_metrics(out / "ce") if m["kind"] == "epoch"]
-    assert epochs[-1]["knn_acc"] is not None  # on the 64-image bank; knn.json's is the whole split
+    assert [e["epoch"] for e in epochs] == [1, 2] and epochs[-1]["knn_acc"] is not None

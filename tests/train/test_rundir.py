@@ -92,9 +92,8 @@ def _run_dir(path, monitored, knn=None, **config):
             path, {"kind": "epoch", "epoch": epoch, "knn_acc": monitored.get(epoch)}
         )
     if knn is not None:
-        rundir.write_json(
-            path / "knn.json", {"test_acc": 0.9, "k": 200, "t": 0.1, "n_train": 500, **knn}
-        )
+        knn = {"test_acc": 0.9, "k": 200, "t": 0.1, "n_train": 500, **knn}
+        rundir.write_json(path / "knn.json", {k: v for k, v in knn.items() if v is not None})
     return path
 
 
@@ -110,8 +109,8 @@ def test_knn_curve_is_the_monitor_closed_by_the_final_evaluation(tmp_path):
 
 @pytest.mark.parametrize(
     ("knn", "config"),
-    [({"k": 20}, {}), ({"t": 0.07}, {}), ({}, {"limit": 100})],
-    ids=["other k", "other t", "monitor bank was a subset"],
+    [({"k": 20}, {}), ({"t": 0.07}, {}), ({}, {"limit": 100}), ({"n_train": None}, {"limit": 500})],
+    ids=["other k", "other t", "monitor bank was a subset", "bank size unknown"],
 )
 def test_knn_curve_leaves_out_a_final_evaluation_that_measured_something_else(
     tmp_path, knn, config

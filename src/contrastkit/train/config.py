@@ -137,7 +137,9 @@ class RunConfig:
     proj_dim: int | None = _f(None, "projection-head output size D (default 128)")
     channels_last: bool = _f(True, "channels-last memory format for convolutions")
     precision: str = _f("auto", "autocast: auto, fp32, bf16 or fp16 (see pretrain)")
-    knn_every: int | None = _f(None, "kNN monitor every this many epochs (default 1)")
+    knn_every: int | None = _f(
+        None, "kNN monitor every this many epochs (default 1); knn.json gives the last epoch's"
+    )
     seed: int = _f(0, "random seed")
     probe_epochs: int = _f(100, "linear-probe epochs")
     knn_k: int | None = _f(None, "neighbours of the kNN evaluation (200; 20 on digits)")
@@ -171,7 +173,7 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
 
 
 def comma_list(*texts: str) -> list[str]:
-    """The items of comma-separated lists, stripped, empty ones dropped: ``"a, b,"`` → ``[a, b]``."""
+    """The items of comma-separated lists, stripped, empty ones dropped: ``"a, b,"`` → ``["a", "b"]``."""
     return [item.strip() for text in texts for item in text.split(",") if item.strip()]
 
 

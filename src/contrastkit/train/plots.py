@@ -45,7 +45,7 @@ def plot_knn(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
             ax.plot(
                 [e for e, _ in pts], [100 * a for _, a in pts], label=name, lw=1.2, marker="o", ms=3
             )
-    ax.set(xlabel="epoch", ylabel="kNN test accuracy (%)", title="kNN monitor")
+    ax.set(xlabel="epoch", ylabel="kNN test accuracy (%)", title="kNN monitor and final kNN")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -548,7 +548,8 @@ def pretrain(
             names are an error.
 
     Returns:
-        The run directory, epochs, seconds, last kNN accuracy and last epoch's loss.
+        The run directory, epochs, seconds, the kNN accuracy after the last epoch (None with
+        ``final_knn=False``) and the last epoch's loss.
 
     Raises:
         ContrastkitError: on bad options or data, or an existing run directory without resume.
@@ -586,7 +587,7 @@ def _pretrain(
     source: str | Dataset[tuple[Tensor, int]],
     test_data: str | Dataset[tuple[Tensor, int]] | None,
     device: torch.device,
-    final_knn: bool = True,
+    final_knn: bool,
 ) -> PretrainResult:
     world = distributed.world_size()
     _launch_errors(lambda: distributed.local_batch_size(cfg.batch_size))

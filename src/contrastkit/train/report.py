@@ -27,14 +27,14 @@ def method_row(run: Path) -> dict[str, Any]:
 
     ``seconds`` is the pretraining wall time (with the kNN monitor); ``eval_seconds`` that of
     the final kNN and linear probe (None until both ran, or for runs written before they were
-    timed).
+    timed). Without ``knn.json`` the kNN cell is the monitor's after the last epoch, if any.
     """
     cfg = rundir.read_config(run)
     epochs = [r for r in rundir.read_metrics(run) if r["kind"] == "epoch"]
     knn = _read_json(run / "knn.json")
     probe = _read_json(run / "probe.json")
     evals = [d.get("seconds") if d else None for d in (knn, probe)]
-    monitor = next((r["knn_acc"] for r in reversed(epochs) if r.get("knn_acc") is not None), None)
+    monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
     return {
         "method": cfg["method"],
         "model": cfg.get("model"),

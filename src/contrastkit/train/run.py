@@ -113,12 +113,13 @@ def run(
         resume = (out / rundir.CHECKPOINT).is_file()
         if not resume and out.exists():
             shutil.rmtree(out)  # a start that never reached its first checkpoint
+        # knn.json, computed right below from the final weights, closes the kNN curve; after
+        # --limit the monitor's bank is the subset, so there the last epoch is monitored too
+        limit = rundir.read_config(out).get("limit") if resume else cfg.limit
         pretrain(
             data=data,
-            test_data=test_data,
-            # knn.json, computed right below from the final weights, closes the kNN curve;
-            # after --limit the monitor's bank is the subset, so there it runs as well
-            final_knn=cfg.limit is not None,
+            **({} if isinstance(data, str) else {"test_data": test_data}),
+            final_knn=limit is not None,
             method=method,
             out=str(out),
             resume=resume,

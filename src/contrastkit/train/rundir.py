@@ -178,7 +178,8 @@ def knn_curve(path: Path) -> list[tuple[int, float]]:
     cfg = read_config(path)
     limit = cfg.get("limit")
     same = knn.get("k") == cfg.get("knn_k") and knn.get("t") == cfg.get("knn_t")
-    if same and (limit is None or limit >= knn.get("n_train", 0)):
+    n_train = knn.get("n_train")
+    if same and (limit is None or (n_train is not None and limit >= n_train)):
         curve.append((epochs[-1]["epoch"], knn["test_acc"]))
     return curve
 
