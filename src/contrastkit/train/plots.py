@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +146,7 @@ def method_plots(run: Path, title: str) -> list[Path]:
         s = np.load(run / "similarity.npz")
         plot_similarity(s["similarity"], s["positives"], out / "similarity.png", title)
         made.append(out / "similarity.png")
-    probe_file = run / "probe.json"
-    probe = json.loads(probe_file.read_text()) if probe_file.is_file() else None
+    probe = rundir.read_json(run / "probe.json")
     if (run / "embeddings_test.npz").is_file():
         e = np.load(run / "embeddings_test.npz")
         classes = probe.get("classes") if probe else None

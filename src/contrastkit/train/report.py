@@ -18,10 +18,6 @@ BASELINES = "baselines.json"
 RESULTS = "results.json"
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def method_row(run: Path) -> dict[str, Any]:
     """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe.
 
@@ -31,8 +27,8 @@ def method_row(run: Path) -> dict[str, Any]:
     """
     cfg = rundir.read_config(run)
     epochs = [r for r in rundir.read_metrics(run) if r["kind"] == "epoch"]
-    knn = _read_json(run / "knn.json")
-    probe = _read_json(run / "probe.json")
+    knn = rundir.read_json(run / "knn.json")
+    probe = rundir.read_json(run / "probe.json")
     evals = [d.get("seconds") if d else None for d in (knn, probe)]
     monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
     return {
@@ -137,7 +133,7 @@ def build_report(run_dir: str | Path) -> Path:
             f"{root} holds no pretraining run (no checkpoints/last.pt or sub-runs)"
         )
     rows = [method_row(r) for r in runs]
-    baselines = _read_json(root / BASELINES)
+    baselines = rundir.read_json(root / BASELINES)
     table = format_table(rows, baselines)
     (root / "table.md").write_text(table + "\n")
     rundir.write_json(root / RESULTS, {"rows": rows, "baselines": baselines})
@@ -248,7 +244,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
         runs = [root] if single else _run_dirs(root)
         if not runs:
             raise ContrastkitError(f"{root} holds no pretraining run")
-        base = _read_json(root / BASELINES)
+        base = rundir.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
         if base is not None and all(_baseline_rows(base) != _baseline_rows(b) for b in baselines):
             baselines.append(base)
@@ -264,7 +260,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
             # what else makes two numbers comparable: epochs done, probe and kNN settings
             recipe["epochs_done"] = measured["epochs"]
             for name, keys in (("probe", _PROBE_KEYS), ("knn", ("k", "t"))):
-                found = _read_json(run / f"{name}.json") or {}
+                found = rundir.read_json(run / f"{name}.json") or {}
                 recipe.update({f"{name}_{k}": found.get(k) for k in keys})
             key = json.dumps(recipe, sort_keys=True, default=str)
             groups.setdefault(key, []).append((recipe, measured))

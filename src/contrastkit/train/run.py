@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -133,6 +132,6 @@ def run(
         )
     build_report(root)
     rows = [method_row(root / m) for m in methods]
-    base = json.loads((root / BASELINES).read_text()) if (root / BASELINES).is_file() else None
+    base = rundir.read_json(root / BASELINES)
     table = format_table(rows, base)
     return {"dir": root, "rows": rows, "baselines": base, "table": table}

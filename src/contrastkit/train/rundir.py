@@ -171,10 +171,9 @@ def knn_curve(path: Path) -> list[tuple[int, float]]:
     """
     epochs = [r for r in read_metrics(path) if r["kind"] == "epoch"]
     curve = [(r["epoch"], r["knn_acc"]) for r in epochs if r.get("knn_acc") is not None]
-    final = path / "knn.json"
-    if not epochs or epochs[-1].get("knn_acc") is not None or not final.is_file():
+    knn = read_json(path / "knn.json")
+    if not epochs or epochs[-1].get("knn_acc") is not None or knn is None:
         return curve
-    knn = json.loads(final.read_text())
     cfg = read_config(path)
     limit = cfg.get("limit")
     same = knn.get("k") == cfg.get("knn_k") and knn.get("t") == cfg.get("knn_t")
@@ -193,3 +192,8 @@ def truncate_metrics(path: Path, step: int) -> None:
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON."""
     path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """The content of a JSON file (``knn.json``, ``probe.json``…), None when it is absent."""
+    return json.loads(path.read_text()) if path.is_file() else None
