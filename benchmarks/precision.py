@@ -17,94 +17,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 
-import torch
-
-from contrastkit.data import MultiViewAugment
-from contrastkit.train.features import extract_features
-from contrastkit.train.networks import DataShape
-from contrastkit.train.pretrain import build_training_state, resolve_config, train_step
+from stepbench import add_arguments, time_variants, timing_fields
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small_cnn")
-    parser.add_argument("--size", type=int, default=28)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--extract", type=int, default=10_000, help="images to extract per round")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precisions", default="fp32,bf16")
+    add_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    c, s = args.channels, args.size
-    shape = DataShape(c, s, 10, [0.5] * c, [0.25] * c, [str(i) for i in range(10)])
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (args.batch, c, s, s), dtype=torch.uint8, generator=g)
-    labels = torch.arange(args.batch) % 10
-    bank = torch.randint(0, 256, (args.extract, c, s, s), dtype=torch.uint8, generator=g)
-    views = MultiViewAugment("fashion-mnist", 2, shape.mean, shape.std)(images, g)
     precisions = args.precisions.split(",")
-    states, cfgs = {}, {}
-    for p in precisions:
-        opts = {"data": "digits", "method": "supcon", "model": args.model, "precision": p}
-        cfgs[p] = resolve_config({**opts, "batch_size": args.batch, "out": "unused"}, False)
-        states[p] = build_training_state(cfgs[p], shape, 10 * args.batch, device)
-        train_step(cfgs[p], states[p], views, labels)  # warm-up: kernels, allocator
-        st = states[p]
-        extract_features(
-            st.encoder,
-            bank[: args.batch],
-            mean=shape.mean,
-            std=shape.std,
-            amp_dtype=st.amp_dtype,
-            channels_last=True,
-        )
-    step: dict[str, list[float]] = {p: [] for p in precisions}
-    extract: dict[str, list[float]] = {p: [] for p in precisions}
-    for _ in range(args.rounds):
-        for p in precisions:
-            t = time.perf_counter()
-            train_step(cfgs[p], states[p], views, labels)
-            step[p].append(time.perf_counter() - t)
-            st = states[p]
-            t = time.perf_counter()
-            extract_features(
-                st.encoder,
-                bank,
-                mean=shape.mean,
-                std=shape.std,
-                amp_dtype=st.amp_dtype,
-                channels_last=True,
-            )
-            extract[p].append(time.perf_counter() - t)
-    base = precisions[0]
-    med_step = {p: statistics.median(step[p]) for p in precisions}
-    med_extract = {p: statistics.median(extract[p]) for p in precisions}
+    timings, _ = time_variants(args, {p: (args.model, p) for p in precisions})
+    first = precisions[0]
+    base = timings[first]
     rows = []
     for p in precisions:
+        t = timings[p]
         row = {
             "model": args.model,
             "precision": p,
-            "batch": args.batch,
-            "step_s": round(med_step[p], 4),
-            "step_speedup": round(med_step[base] / med_step[p], 2),
-            "extract_images_per_s": round(args.extract / med_extract[p], 1),
-            "extract_speedup": round(med_extract[base] / med_extract[p], 2),
-            "rounds": args.rounds,
-            "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "machine": platform.machine(),
+            **timing_fields(args, t, base),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(
-        f"\n| precision | s/step (batch {args.batch}, 2 views) | × vs {base} | extraction images/s | × vs {base} |"
+        f"\n| precision | s/step (batch {args.batch}, 2 views) | × vs {first} | extraction images/s | × vs {first} |"
     )
     print("|---|---:|---:|---:|---:|")
     for r in rows:

@@ -5,20 +5,37 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--batch", "8", "--rounds", "1", "--extract", "32", "--threads", "1"]
 
 
-def test_precision_benchmark_runs_and_reports_both_precisions():
+def _bench(script: str, *args: str) -> tuple[list[dict], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    args = ["--batch", "8", "--rounds", "1", "--extract", "32", "--threads", "1"]
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "precision.py"), *args],
+        [sys.executable, str(ROOT / "benchmarks" / script), *TINY, *args],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")], r.stdout
+
+
+def test_precision_benchmark_runs_and_reports_both_precisions():
+    rows, out = _bench("precision.py")
     assert [row["precision"] for row in rows] == ["fp32", "bf16"]
     assert rows[0]["step_speedup"] == 1.0 and all(row["step_s"] > 0 for row in rows)
-    assert "| bf16 |" in r.stdout
+    assert "| bf16 |" in out
+
+
+def test_encoders_benchmark_counts_multiply_adds_of_both_small_cnns():
+    rows, out = _bench("encoders.py")
+    assert [row["model"] for row in rows] == ["small_cnn", "small_cnn_s2"]
+    # by hand, per 28x28 image: 3x3 convolutions 1->32 and 32->32 at 28 px (small_cnn) or
+    # 1->32 stride 2 at 14 px (s2); both then 32->64, 64->64 at 14 px, 64->128, 128->128 at 7 px
+    shared = 9 * (14 * 14 * (32 * 64 + 64 * 64) + 7 * 7 * (64 * 128 + 128 * 128))
+    assert rows[0]["multiply_adds"] == 9 * 28 * 28 * (32 + 32 * 32) + shared
+    assert rows[1]["multiply_adds"] == 9 * 14 * 14 * 32 + shared
+    assert rows[0]["parameters"] - rows[1]["parameters"] == 9 * 32 * 32 + 2 * 32  # conv + BN
+    assert rows[0]["step_speedup"] == 1.0 and rows[1]["step_s"] > 0
+    assert "| small_cnn_s2 | 21.7M | 277,600 |" in out

@@ -15,7 +15,7 @@ CASES = [
 @pytest.mark.parametrize(("name", "norm"), CASES)
 def test_every_encoder(name, norm):
     torch.manual_seed(0)
-    channels = 1 if name == "small_cnn" else 3
+    channels = 1 if name.startswith("small_cnn") else 3
     size = 8
     model = create_model(name, in_channels=channels, image_size=size, norm=norm)
     x = torch.randn(4, channels, size, size)
@@ -43,6 +43,30 @@ def test_group_norm_small_cnn_has_no_batchnorm():
     m = create_model("small_cnn", in_channels=1, norm="group")
     assert not any(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in m.modules())
     assert any(isinstance(x, torch.nn.GroupNorm) for x in m.modules())
+
+
+def test_small_cnn_s2_is_small_cnn_with_a_strided_stem():
+    from contrastkit.models.small_cnn import SmallCNN
+
+    base = create_model("small_cnn", in_channels=1, image_size=28)
+    fast = create_model("small_cnn_s2", in_channels=1, image_size=28)
+    first = fast.features[0]
+    assert first.stride == (2, 2) and first.out_channels == 32
+    # stage 1 has one convolution instead of two and no max-pool; stages 2 and 3 are shared
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5 and fast.num_features == base.num_features == 128
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in fast.modules()) == 1
+    tail = [tuple(m.weight.shape) for m in convs[1:]]
+    assert (
+        tail
+        == [tuple(m.weight.shape) for m in base.modules() if isinstance(m, torch.nn.Conv2d)][2:]
+    )
+    for size in (8, 28, 32):  # the stride-2 stem halves like the max-pool: same output size
+        x = torch.randn(2, 1, size, size)
+        assert fast.features[:3](x).shape[-2:] == base.features[:7](x).shape[-2:]
+    assert fast(torch.randn(3, 1, 28, 28)).shape == (3, 128)
+    with pytest.raises(ValueError, match=r"unknown stem .conv.*pool, stride2"):
+        SmallCNN(1, 8, stem="conv")
 
 
 def test_unknown_model_and_norm():

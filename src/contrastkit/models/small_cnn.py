@@ -1,4 +1,10 @@
-"""``small_cnn``: a VGG-style encoder for small grey images (digits 8×8, Fashion-MNIST 28×28)."""
+"""``small_cnn``: a VGG-style encoder for small grey images (digits 8×8, Fashion-MNIST 28×28).
+
+``small_cnn_s2`` is the same network with a cheaper first stage: one stride-2 convolution in
+place of two full-resolution convolutions and a max-pool. At 28 px that is 21.7M instead of
+29.1M multiply-adds per image and no 28×28 activations to normalise: 1.6× faster float32
+training steps on a 2-core AVX2 CPU (``benchmarks/encoders.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +12,48 @@ from torch import Tensor, nn
 
 from contrastkit.models.registry import norm_layer, register_model
 
+STEMS = ("pool", "stride2")
 
-def _block(c_in: int, c_out: int, norm: str) -> list[nn.Module]:
+
+def _block(c_in: int, c_out: int, norm: str, stride: int = 1) -> list[nn.Module]:
     return [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
         norm_layer(norm)(c_out),
         nn.ReLU(inplace=True),
     ]
 
 
 class SmallCNN(nn.Module):
-    """Three stages of two 3×3 convolutions (width w, 2w, 4w), max-pool between, global average.
+    """Three stages of 3×3 convolutions (width w, 2w, 4w), halving the resolution between, global average.
+
+    Stages 2 and 3 hold two convolutions each (max-pool between them). Stage 1 halves the
+    resolution by ``stem``: ``"pool"`` is two 3×3 convolutions at full resolution then a 2×2
+    max-pool (VGG style); ``"stride2"`` is a single 3×3 convolution of stride 2.
 
     Args:
         in_channels: Image channels.
         width: Channels of the first stage w; ``num_features`` = 4w.
         norm: ``"batch"`` or ``"group"``.
+        stem: ``"pool"`` (default) or ``"stride2"``.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 64, norm: str = "batch") -> None:
+    def __init__(
+        self, in_channels: int = 1, width: int = 64, norm: str = "batch", stem: str = "pool"
+    ) -> None:
         super().__init__()
         w = width
+        if stem == "pool":
+            first = [
+                *_block(in_channels, w, norm),
+                *_block(w, w, norm),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
+        elif stem == "stride2":
+            first = _block(in_channels, w, norm, stride=2)
+        else:
+            raise ValueError(f"unknown stem {stem!r}; expected one of {', '.join(STEMS)}")
         self.features = nn.Sequential(
-            *_block(in_channels, w, norm),
-            *_block(w, w, norm),
-            nn.MaxPool2d(2, ceil_mode=True),
+            *first,
             *_block(w, 2 * w, norm),
             *_block(2 * w, 2 * w, norm),
             nn.MaxPool2d(2, ceil_mode=True),
@@ -54,3 +77,9 @@ class SmallCNN(nn.Module):
 def small_cnn(*, in_channels: int = 1, image_size: int = 28, norm: str = "batch") -> SmallCNN:
     """The default encoder for ≤ 32 px grey images (width 32, 128 features)."""
     return SmallCNN(in_channels, width=32, norm=norm)
+
+
+@register_model("small_cnn_s2")
+def small_cnn_s2(*, in_channels: int = 1, image_size: int = 28, norm: str = "batch") -> SmallCNN:
+    """``small_cnn`` with a stride-2 first convolution (width 32, 128 features): fewer multiply-adds."""
+    return SmallCNN(in_channels, width=32, norm=norm, stem="stride2")

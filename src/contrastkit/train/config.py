@@ -43,7 +43,8 @@ class PretrainConfig:
     )
     method: str = _f("supcon", "simclr (labels unused), supcon (labels) or ce (cross-entropy)")
     model: str | None = _f(
-        None, "encoder: small_cnn, resnet18, resnet34, resnet50 (default by image size)"
+        None,
+        "encoder: small_cnn, small_cnn_s2, resnet18, resnet34, resnet50 (default by image size)",
     )
     norm: str = _f("batch", "normalisation layers: batch or group (BN-free)")
     epochs: int = _f(100, "training epochs")
