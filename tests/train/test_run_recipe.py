@@ -1,13 +1,16 @@
-"""``contrastkit run`` passes recipe knobs to every method, reports CE's own head, and closes
-the kNN curve with its final evaluation."""
+"""``contrastkit run`` passes recipe knobs to every method, reports CE's own head, closes the
+kNN curve with its final evaluation, and refuses a test set it would not use throughout."""
 
 import importlib
 import json
 
 import pytest
+import torch
 import yaml
+from torch.utils.data import TensorDataset
 
 from contrastkit.cli import main
+from contrastkit.errors import ContrastkitError
 from contrastkit.train import knn, pretrain, run
 from contrastkit.train.rundir import knn_curve, read_metrics
 
@@ -80,3 +83,11 @@ def test_resume_after_limit_still_monitors_the_last_epoch(tmp_path, monkeypatch)
     run(data="digits", out=str(out), resume=True, epochs=2, **opts)  # --limit not repeated
     epochs = [m for m in read_metrics(out / "ce") if m["kind"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and epochs[-1]["knn_acc"] is not None
+
+
+def test_run_refuses_test_data_beside_a_registry_name(tmp_path):
+    # the raw-pixel baselines used test_data while the methods used the registry's test split
+    images, labels = torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ContrastkitError, match=r"test_data= is for a Dataset.*'digits'"):
+        run(data="digits", test_data=TensorDataset(images, labels), out=str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()

@@ -39,9 +39,15 @@ def run(
         ``{"dir": path, "rows": [...], "baselines": {...}, "table": str}``.
 
     Raises:
-        ContrastkitError: on bad options, an unknown method, or an existing directory.
+        ContrastkitError: on bad options, an unknown method, an existing directory, or
+            ``test_data`` beside a registry name.
     """
     if isinstance(data, str):
+        if test_data is not None:
+            raise ContrastkitError(
+                f"test_data= is for a Dataset object in data=; the registry data set {data!r} "
+                "brings its own test split (pass both as Dataset objects to use another)"
+            )
         options = {"data": data, **options}
     elif test_data is None:
         raise ContrastkitError(
