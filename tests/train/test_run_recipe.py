@@ -91,3 +91,51 @@ def test_run_refuses_test_data_beside_a_registry_name(tmp_path):
     with pytest.raises(ContrastkitError, match=r"test_data= is for a Dataset.*'digits'"):
         run(data="digits", test_data=TensorDataset(images, labels), out=str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path, monkeypatch):
+    """``contrastkit run --out DIR --resume`` alone continues the comparison as configured."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in [("train", 16), ("test", 4)]:
+        for cls in ("a", "b"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (8, 8), dtype=torch.uint8, generator=g).numpy()
+                Image.fromarray(pixels, "L").save(tmp_path / "imgs" / split / cls / f"{i}.png")
+    data = f"folder:{tmp_path / 'imgs'}"  # not the default data set: resume must read it back
+
+    pretrain_module = importlib.import_module("contrastkit.train.pretrain")
+    real_step, calls = pretrain_module.train_step, [0]
+
+    def interrupted(*args, **kw):
+        calls[0] += 1
+        if calls[0] > 3:  # 24 images, batch 8, 1 epoch: supcon's 3 steps, then ce's first
+            raise KeyboardInterrupt
+        return real_step(*args, **kw)
+
+    first = tmp_path / "first"
+    opts = {"methods": "supcon,ce", "limit": 24, "batch_size": 8, "epochs": 1, "lr": 0.05}
+    monkeypatch.setattr(pretrain_module, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(data=data, out=str(first), knn_k=5, probe_epochs=1, quiet=True, **opts)
+    monkeypatch.setattr(pretrain_module, "train_step", real_step)
+    assert (first / "supcon" / "probe.json").is_file() and not (first / "ce" / "knn.json").exists()
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    with pytest.raises(ContrastkitError, match=r"different options: epochs=3 \(run has 1\)"):
+        run(out=str(moved), resume=True, epochs=3)
+    assert main(["run", "--out", str(moved), "--resume", "--quiet", "--device", "cpu"]) == 0
+    assert not first.exists()  # everything went to the directory given
+    ce = yaml.safe_load((moved / "ce" / "config.yaml").read_text())
+    assert ce["data"] == data and ce["out"] == str(moved / "ce")
+    assert (ce["limit"], ce["batch_size"], ce["epochs"], ce["lr"], ce["knn_k"]) == (
+        24,
+        8,
+        1,
+        0.05,
+        5,
+    )
+    rows = json.loads((moved / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["supcon", "ce"]

@@ -44,7 +44,6 @@ from contrastkit.train.recipes import data_defaults, method_defaults
 from contrastkit.train.schedules import warmup_cosine
 
 CUSTOM_DATA = "<dataset object>"
-RESUME_MAY_CHANGE = {"resume", "quiet", "device"}
 
 
 is_main = distributed.is_main  # the process that writes files (rank 0; always True unlaunched)
@@ -84,27 +83,9 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     """
     cfg = from_dict(PretrainConfig, options)
     if cfg.resume:
-        if not cfg.out:
-            raise ContrastkitError("--resume needs --out, the run directory to continue")
-        if not (Path(cfg.out) / rundir.CONFIG).is_file():
-            raise ContrastkitError(f"cannot resume: {cfg.out} holds no run (no {rundir.CONFIG})")
-        saved = rundir.read_config(Path(cfg.out))
-        given = dict(options)
-        if data_is_object:
-            given.pop("data", None)
-        diff = [
-            k
-            for k, v in given.items()
-            if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != v
-        ]
-        if diff:
-            raise ContrastkitError(
-                "cannot resume with different options: "
-                + ", ".join(f"{k}={given[k]!r} (run has {saved[k]!r})" for k in diff)
-            )
-        base = {**saved, **{k: options[k] for k in RESUME_MAY_CHANGE if k in options}}
-        base["resume"] = True
-        return from_dict(PretrainConfig, base)
+        # a Dataset object is not in the saved config ("data" holds a placeholder)
+        ignore = ("data",) if data_is_object else ()
+        return from_dict(PretrainConfig, rundir.resumed_options(options, ignore))
     if cfg.method not in METHODS:
         raise ContrastkitError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     if cfg.optimizer not in OPTIMIZERS:

@@ -24,35 +24,46 @@ from contrastkit.train.report import BASELINES, build_report, format_table, meth
 
 def run(
     *,
-    data: str | Dataset[tuple[Tensor, int]] = "digits",
+    data: str | Dataset[tuple[Tensor, int]] | None = None,
     test_data: Dataset[tuple[Tensor, int]] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Pretrain, kNN-evaluate and linear-probe each method, then write table and report.
 
     Args:
-        data: A registry name or a ``Dataset`` of ``(image, label)`` (then pass ``test_data``).
+        data: A registry name (default ``"digits"``) or a ``Dataset`` of ``(image, label)``
+            (then pass ``test_data``).
         test_data: The labelled test ``Dataset`` when ``data`` is a ``Dataset``.
-        **options: Fields of :class:`~contrastkit.train.config.RunConfig`.
+        **options: Fields of :class:`~contrastkit.train.config.RunConfig`. With
+            ``resume=True`` the run's saved ``config.yaml`` in ``out`` supplies every option
+            not given (also ``data``, for a registry name); options given must agree with it
+            except ``device`` and ``quiet``, so ``run(out=DIR, resume=True)`` continues it.
 
     Returns:
         ``{"dir": path, "rows": [...], "baselines": {...}, "table": str}``.
 
     Raises:
-        ContrastkitError: on bad options, an unknown method, an existing directory, or
-            ``test_data`` beside a registry name.
+        ContrastkitError: on bad options, an unknown method, an existing directory,
+            ``test_data`` beside a registry name, or a resume whose options differ from the run's.
     """
-    if isinstance(data, str):
-        if test_data is not None:
-            raise ContrastkitError(
-                f"test_data= is for a Dataset object in data=; the registry data set {data!r} "
-                "brings its own test split (pass both as Dataset objects to use another)"
-            )
-        options = {"data": data, **options}
-    elif test_data is None:
+    if isinstance(data, str) and test_data is not None:
+        raise ContrastkitError(
+            f"test_data= is for a Dataset object in data=; the registry data set {data!r} "
+            "brings its own test split (pass both as Dataset objects to use another)"
+        )
+    if data is not None and not isinstance(data, str) and test_data is None:
         raise ContrastkitError(
             "run with a Dataset object needs test_data= (a labelled test Dataset)"
         )
+    if isinstance(data, str):
+        options = {"data": data, **options}
+    if options.get("resume"):
+        # a Dataset object is not in the saved config ("data" holds the default name)
+        ignore = () if data is None or isinstance(data, str) else ("data",)
+        options = rundir.resumed_options(options, ignore)
+        if data is None:
+            data = options["data"]
+    data = "digits" if data is None else data
     cfg = from_dict(RunConfig, options)
     methods = comma_list(cfg.methods)
     bad = [m for m in methods if m not in METHODS]
@@ -67,10 +78,7 @@ def run(
     batch_size = cfg.batch_size or defaults["batch_size"]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(cfg.out or f"runs/{name.replace(':', '-').replace('/', '-')}-{stamp}")
-    if cfg.resume:
-        if not (root / rundir.CONFIG).is_file():
-            raise ContrastkitError(f"cannot resume: {root} holds no contrastkit run")
-    else:
+    if not cfg.resume:
         rundir.prepare_run_dir(root, resume=False)
         rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
 
@@ -120,11 +128,10 @@ def run(
             shutil.rmtree(out)  # a start that never reached its first checkpoint
         # knn.json, computed right below from the final weights, closes the kNN curve; after
         # --limit the monitor's bank is the subset, so there the last epoch is monitored too
-        limit = rundir.read_config(out).get("limit") if resume else cfg.limit
         pretrain(
             data=data,
             **({} if isinstance(data, str) else {"test_data": test_data}),
-            final_knn=limit is not None,
+            final_knn=cfg.limit is not None,
             method=method,
             out=str(out),
             resume=resume,

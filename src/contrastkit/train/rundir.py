@@ -28,6 +28,8 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoints/last.pt"
 PROVENANCE_KEY = "provenance"
+RESUME_MAY_CHANGE = ("resume", "quiet", "device")
+"""Options that a resume may give differently from the run's saved config."""
 
 
 def _git(*args: str, cwd: str | Path | None = None) -> str | None:
@@ -129,6 +131,36 @@ def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any]) -> No
     text = yaml.safe_dump(config, sort_keys=False)
     text += yaml.safe_dump({PROVENANCE_KEY: prov}, sort_keys=False)
     (path / CONFIG).write_text(text)
+
+
+def resumed_options(given: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options that resume the run in ``given["out"]``: its saved config, ``resume=True``.
+
+    Options of ``given`` that may change (:data:`RESUME_MAY_CHANGE`) replace the saved ones;
+    options in ``given`` other than those, ``out`` and ``ignore`` must equal the saved ones.
+    ``out`` is the given one (the directory may have moved since it was written).
+
+    Raises:
+        ContrastkitError: without ``out``, if ``out`` holds no run, or on a differing option.
+    """
+    out = given.get("out")
+    if not out:
+        raise ContrastkitError("--resume needs --out, the run directory to continue")
+    if not (Path(out) / CONFIG).is_file():
+        raise ContrastkitError(f"cannot resume: {out} holds no run (no {CONFIG})")
+    saved = read_config(Path(out))
+    diff = [
+        k
+        for k, v in given.items()
+        if k not in (*RESUME_MAY_CHANGE, "out", *ignore) and k in saved and saved[k] != v
+    ]
+    if diff:
+        raise ContrastkitError(
+            "cannot resume with different options: "
+            + ", ".join(f"{k}={given[k]!r} (run has {saved[k]!r})" for k in diff)
+        )
+    may_change = {k: given[k] for k in RESUME_MAY_CHANGE if k in given}
+    return {**saved, **may_change, "out": out, "resume": True}
 
 
 def read_config(path: Path) -> dict[str, Any]:
