@@ -112,9 +112,12 @@ def test_existing_run_is_never_overwritten_and_resume_checks_options(tmp_path):
         pretrain(out=str(out), resume=True, epochs=5)
     with pytest.raises(ContrastkitError, match="cannot resume"):
         pretrain(out=str(tmp_path / "never"), resume=True)
-    # resuming a finished run trains nothing and changes nothing
-    r = pretrain(out=str(out), resume=True, quiet=True)
-    assert r.epochs == 1
+    # resuming a finished run trains nothing and changes nothing, also after a move
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    r = pretrain(out=str(moved), resume=True, quiet=True)
+    assert r.epochs == 1 and r.run_dir == moved and not out.exists()
+    out = moved
     assert torch.equal(
         load_checkpoint(out / "checkpoints" / "last.pt")["encoder"]["features.0.weight"],
         torch.load(__import__("io").BytesIO(before), weights_only=False)["encoder"][
