@@ -24,7 +24,10 @@ from stepbench import add_arguments, time_variants, timing_fields
 
 
 def multiply_adds(model: nn.Module, channels: int, size: int) -> int:
-    """Multiply-adds of one image through ``model``'s convolutions and linear layers."""
+    """Multiply-adds of one image through ``model``'s ``Conv2d`` and ``Linear`` layers.
+
+    Batch norm, pooling and bias additions are not counted (the usual convention).
+    """
     total = 0
 
     def count(module: nn.Module, _inputs: object, out: torch.Tensor) -> None:

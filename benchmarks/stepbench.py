@@ -46,7 +46,7 @@ class Timings:
 def time_variants(
     args: argparse.Namespace, variants: dict[str, tuple[str, str]]
 ) -> tuple[dict[str, Timings], dict[str, TrainingState]]:
-    """Time ``variants`` (name → (model, precision)): one SupCon step and one extraction per round.
+    """Time ``variants`` (name → (model, precision)): a SupCon step and an extraction per round.
 
     The step is ``pretrain.train_step`` (forward of 2 views, loss, backward, SGD; augmentation
     excluded) on synthetic uint8 images, channels-last; timing does not depend on pixel values.

@@ -64,7 +64,7 @@ def test_the_final_knn_evaluation_equals_the_monitor_after_the_last_epoch(tmp_pa
 
 
 def test_resume_after_limit_still_monitors_the_last_epoch(tmp_path, monkeypatch):
-    """A resumed run takes --limit from the method's saved config, not from the command."""
+    """A resumed run takes --limit from the run's saved config, not from the command."""
     pretrain_module = importlib.import_module("contrastkit.train.pretrain")  # not the function
     real_step, calls = pretrain_module.train_step, [0]
 
@@ -80,7 +80,7 @@ def test_resume_after_limit_still_monitors_the_last_epoch(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(data="digits", out=str(out), limit=64, epochs=2, **opts)
     monkeypatch.setattr(pretrain_module, "train_step", real_step)
-    run(data="digits", out=str(out), resume=True, epochs=2, **opts)  # --limit not repeated
+    run(data="digits", out=str(out), resume=True, **opts)  # --limit, --epochs not repeated
     epochs = [m for m in read_metrics(out / "ce") if m["kind"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and epochs[-1]["knn_acc"] is not None
 
@@ -107,16 +107,26 @@ def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path
     data = f"folder:{tmp_path / 'imgs'}"  # not the default data set: resume must read it back
 
     pretrain_module = importlib.import_module("contrastkit.train.pretrain")
-    real_step, calls = pretrain_module.train_step, [0]
+    run_module = importlib.import_module("contrastkit.train.run")
+    real_step, real_pretrain, steps, calls = (
+        pretrain_module.train_step,
+        run_module.pretrain,
+        [0],
+        [],
+    )
 
     def interrupted(*args, **kw):
-        calls[0] += 1
-        if calls[0] > 3:  # 24 images, batch 8, 1 epoch: supcon's 3 steps, then ce's first
+        steps[0] += 1
+        if steps[0] > 9:  # 24 images, batch 8: supcon's 2 epochs of 3 steps, ce's first epoch
             raise KeyboardInterrupt
         return real_step(*args, **kw)
 
+    def recorded(**kw):
+        calls.append(kw)
+        return real_pretrain(**kw)
+
     first = tmp_path / "first"
-    opts = {"methods": "supcon,ce", "limit": 24, "batch_size": 8, "epochs": 1, "lr": 0.05}
+    opts = {"methods": "supcon,ce", "limit": 24, "batch_size": 8, "epochs": 2, "lr": 0.05}
     monkeypatch.setattr(pretrain_module, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(data=data, out=str(first), knn_k=5, probe_epochs=1, quiet=True, **opts)
@@ -124,18 +134,38 @@ def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path
     assert (first / "supcon" / "probe.json").is_file() and not (first / "ce" / "knn.json").exists()
     moved = tmp_path / "moved"
     first.rename(moved)
-    with pytest.raises(ContrastkitError, match=r"different options: epochs=3 \(run has 1\)"):
+    with pytest.raises(ContrastkitError, match=r"different options: epochs=3 \(run has 2\)"):
         run(out=str(moved), resume=True, epochs=3)
+    monkeypatch.setattr(run_module, "pretrain", recorded)
     assert main(["run", "--out", str(moved), "--resume", "--quiet", "--device", "cpu"]) == 0
     assert not first.exists()  # everything went to the directory given
+    # ce continued from its checkpoint of epoch 1, with its saved options and the given two
+    assert [(c["method"], c["resume"], c["device"], c["quiet"]) for c in calls] == [
+        ("ce", True, "cpu", True)
+    ]
+    epochs = [m["epoch"] for m in read_metrics(moved / "ce") if m["kind"] == "epoch"]
+    assert epochs == [1, 2]
     ce = yaml.safe_load((moved / "ce" / "config.yaml").read_text())
-    assert ce["data"] == data and ce["out"] == str(moved / "ce")
-    assert (ce["limit"], ce["batch_size"], ce["epochs"], ce["lr"], ce["knn_k"]) == (
-        24,
-        8,
-        1,
-        0.05,
-        5,
-    )
+    assert ce["data"] == data and ce["out"] == str(first / "ce")  # as written, before the move
+    assert (ce["limit"], ce["batch_size"], ce["lr"], ce["knn_k"]) == (24, 8, 0.05, 5)
+    assert json.loads((moved / "ce" / "probe.json").read_text())["epochs"] == 1  # probe_epochs
     rows = json.loads((moved / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["supcon", "ce"]
+
+
+def test_run_on_a_dataset_object_resumes_only_with_it_and_refuses_stray_test_data(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 1, 8, 8), dtype=torch.uint8, generator=g).float() / 255
+    labels = torch.arange(24) % 2
+    train, test = TensorDataset(images[:16], labels[:16]), TensorDataset(images[16:], labels[16:])
+    with pytest.raises(ContrastkitError, match=r"test_data= is for a Dataset.*'digits'"):
+        run(test_data=test, out=str(tmp_path / "x"))  # data left out: the default, digits
+    out = tmp_path / "r"
+    opts = {"methods": "ce", "batch_size": 8, "epochs": 1, "probe_epochs": 1, "knn_k": 5}
+    run(data=train, test_data=test, out=str(out), quiet=True, device="cpu", **opts)
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"] == "<dataset object>"
+    with pytest.raises(ContrastkitError, match="was run on a Dataset object: pass it again"):
+        run(out=str(out), resume=True)
+    with pytest.raises(ContrastkitError, match="different options: data='digits'"):
+        run(data="digits", out=str(out), resume=True)
+    assert run(data=train, test_data=test, out=str(out), resume=True)["rows"][0]["method"] == "ce"

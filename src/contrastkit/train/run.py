@@ -17,7 +17,7 @@ from contrastkit.train.baselines import raw_pixel_baselines
 from contrastkit.train.config import METHODS, RunConfig, comma_list, from_dict, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import knn_and_probe
-from contrastkit.train.pretrain import pretrain
+from contrastkit.train.pretrain import CUSTOM_DATA, pretrain
 from contrastkit.train.recipes import data_defaults
 from contrastkit.train.report import BASELINES, build_report, format_table, method_row
 
@@ -33,11 +33,13 @@ def run(
     Args:
         data: A registry name (default ``"digits"``) or a ``Dataset`` of ``(image, label)``
             (then pass ``test_data``).
-        test_data: The labelled test ``Dataset`` when ``data`` is a ``Dataset``.
+        test_data: The labelled test ``Dataset`` when ``data`` is a ``Dataset`` (refused
+            beside a registry name, which brings its own test split).
         **options: Fields of :class:`~contrastkit.train.config.RunConfig`. With
             ``resume=True`` the run's saved ``config.yaml`` in ``out`` supplies every option
-            not given (also ``data``, for a registry name); options given must agree with it
-            except ``device`` and ``quiet``, so ``run(out=DIR, resume=True)`` continues it.
+            not given (also ``data``, for a registry name; a ``Dataset`` must be passed
+            again); options given must agree with it except ``device`` and ``quiet``, so
+            ``run(out=DIR, resume=True)`` continues it.
 
     Returns:
         ``{"dir": path, "rows": [...], "baselines": {...}, "table": str}``.
@@ -46,24 +48,29 @@ def run(
         ContrastkitError: on bad options, an unknown method, an existing directory,
             ``test_data`` beside a registry name, or a resume whose options differ from the run's.
     """
+    is_object = data is not None and not isinstance(data, str)
+    if data is not None:  # the saved config names a Dataset object by a placeholder
+        options = {**options, "data": data if isinstance(data, str) else CUSTOM_DATA}
+    if options.get("resume"):
+        options = rundir.resumed_options(options)
+        if not is_object:
+            if options["data"] == CUSTOM_DATA:
+                raise ContrastkitError(
+                    f"{options['out']} was run on a Dataset object: pass it again as data= "
+                    "(and its test set as test_data=) to resume"
+                )
+            data = options["data"]
+    if data is None:
+        data = options.setdefault("data", "digits")
     if isinstance(data, str) and test_data is not None:
         raise ContrastkitError(
             f"test_data= is for a Dataset object in data=; the registry data set {data!r} "
             "brings its own test split (pass both as Dataset objects to use another)"
         )
-    if data is not None and not isinstance(data, str) and test_data is None:
+    if not isinstance(data, str) and test_data is None:
         raise ContrastkitError(
             "run with a Dataset object needs test_data= (a labelled test Dataset)"
         )
-    if isinstance(data, str):
-        options = {"data": data, **options}
-    if options.get("resume"):
-        # a Dataset object is not in the saved config ("data" holds the default name)
-        ignore = () if data is None or isinstance(data, str) else ("data",)
-        options = rundir.resumed_options(options, ignore)
-        if data is None:
-            data = options["data"]
-    data = "digits" if data is None else data
     cfg = from_dict(RunConfig, options)
     methods = comma_list(cfg.methods)
     bad = [m for m in methods if m not in METHODS]
@@ -135,7 +142,8 @@ def run(
             method=method,
             out=str(out),
             resume=resume,
-            **({} if resume else common),
+            # a resumed method keeps its saved options, except these two (as the whole run)
+            **({"device": cfg.device, "quiet": cfg.quiet} if resume else common),
         )
         knn_and_probe(
             out,

@@ -137,11 +137,13 @@ def resumed_options(given: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict
     """The options that resume the run in ``given["out"]``: its saved config, ``resume=True``.
 
     Options of ``given`` that may change (:data:`RESUME_MAY_CHANGE`) replace the saved ones;
-    options in ``given`` other than those, ``out`` and ``ignore`` must equal the saved ones.
+    options in ``given`` other than those, ``out`` and ``ignore`` must equal the saved ones (and
+    be recorded there: a run written before an option existed cannot say what it used).
     ``out`` is the given one (the directory may have moved since it was written).
 
     Raises:
-        ContrastkitError: without ``out``, if ``out`` holds no run, or on a differing option.
+        ContrastkitError: without ``out``, if ``out`` holds no run, or on a differing or
+            unrecorded option.
     """
     out = given.get("out")
     if not out:
@@ -149,11 +151,14 @@ def resumed_options(given: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict
     if not (Path(out) / CONFIG).is_file():
         raise ContrastkitError(f"cannot resume: {out} holds no run (no {CONFIG})")
     saved = read_config(Path(out))
-    diff = [
-        k
-        for k, v in given.items()
-        if k not in (*RESUME_MAY_CHANGE, "out", *ignore) and k in saved and saved[k] != v
-    ]
+    compared = [k for k in given if k not in (*RESUME_MAY_CHANGE, "out", *ignore)]
+    unrecorded = [k for k in compared if k not in saved]
+    if unrecorded:
+        raise ContrastkitError(
+            f"cannot resume with {', '.join(unrecorded)}: the run's {CONFIG} does not record "
+            "them (it predates these options); resume without them"
+        )
+    diff = [k for k in compared if saved[k] != given[k]]
     if diff:
         raise ContrastkitError(
             "cannot resume with different options: "
