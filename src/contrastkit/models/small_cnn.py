@@ -3,7 +3,8 @@
 ``small_cnn_s2`` is the same network with a cheaper first stage: one stride-2 convolution in
 place of two full-resolution convolutions and a max-pool. At 28 px that is 21.7M instead of
 29.1M multiply-adds per image and no 28×28 activations to normalise: 1.6× faster float32
-training steps on a 2-core AVX2 CPU (``benchmarks/encoders.py``).
+training steps on a 2-core AVX2 CPU (``benchmarks/encoders.py``), but less accurate at equal
+wall time on Fashion-MNIST (docs/results-fashion-mnist.md, "30 minutes on the AVX2 CPU").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _block(c_in: int, c_out: int, norm: str, stride: int = 1) -> list[nn.Module]
 
 
 class SmallCNN(nn.Module):
-    """Three stages of 3×3 convolutions (width w, 2w, 4w), halving the resolution between, global average.
+    """Three stages of 3×3 convolutions (width w, 2w, 4w), halving the resolution, global average.
 
     Stages 2 and 3 hold two convolutions each (max-pool between them). Stage 1 halves the
     resolution by ``stem``: ``"pool"`` is two 3×3 convolutions at full resolution then a 2×2
@@ -35,6 +36,9 @@ class SmallCNN(nn.Module):
         width: Channels of the first stage w; ``num_features`` = 4w.
         norm: ``"batch"`` or ``"group"``.
         stem: ``"pool"`` (default) or ``"stride2"``.
+
+    Raises:
+        ValueError: for another ``stem``.
     """
 
     def __init__(
@@ -81,5 +85,5 @@ def small_cnn(*, in_channels: int = 1, image_size: int = 28, norm: str = "batch"
 
 @register_model("small_cnn_s2")
 def small_cnn_s2(*, in_channels: int = 1, image_size: int = 28, norm: str = "batch") -> SmallCNN:
-    """``small_cnn`` with a stride-2 first convolution (width 32, 128 features): fewer multiply-adds."""
+    """``small_cnn`` with a stride-2 first convolution (width 32, 128 features)."""
     return SmallCNN(in_channels, width=32, norm=norm, stem="stride2")
