@@ -137,7 +137,8 @@ def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path
     with pytest.raises(ContrastkitError, match=r"different options: epochs=3 \(run has 2\)"):
         run(out=str(moved), resume=True, epochs=3)
     monkeypatch.setattr(run_module, "pretrain", recorded)
-    assert main(["run", "--out", str(moved), "--resume", "--quiet", "--device", "cpu"]) == 0
+    resume = ["--resume", "--methods", "supcon, ce", "--quiet", "--device", "cpu"]  # same methods
+    assert main(["run", "--out", str(moved), *resume]) == 0
     assert not first.exists()  # everything went to the directory given
     # ce continued from its checkpoint of epoch 1, with its saved options and the given two
     assert [(c["method"], c["resume"], c["device"], c["quiet"]) for c in calls] == [

@@ -51,6 +51,8 @@ def run(
     is_object = data is not None and not isinstance(data, str)
     if data is not None:  # the saved config names a Dataset object by a placeholder
         options = {**options, "data": data if isinstance(data, str) else CUSTOM_DATA}
+    if isinstance(options.get("methods"), str):  # one spelling, saved and compared on resume
+        options["methods"] = ",".join(comma_list(options["methods"]))
     if options.get("resume"):
         options = rundir.resumed_options(options)
         if not is_object:
