@@ -136,6 +136,11 @@ def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path
     first.rename(moved)
     with pytest.raises(ContrastkitError, match=r"different options: epochs=3 \(run has 2\)"):
         run(out=str(moved), resume=True, epochs=3)
+    # the two kinds of run directory, each given to the other command
+    with pytest.raises(ContrastkitError, match="is a `contrastkit pretrain` run, not a"):
+        run(out=str(moved / "supcon"), resume=True)
+    with pytest.raises(ContrastkitError, match="is a `contrastkit run` directory, not a"):
+        pretrain(out=str(moved), resume=True)
     monkeypatch.setattr(run_module, "pretrain", recorded)
     resume = ["--resume", "--methods", "supcon, ce", "--quiet", "--device", "cpu"]  # same methods
     assert main(["run", "--out", str(moved), *resume]) == 0

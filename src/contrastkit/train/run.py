@@ -55,6 +55,11 @@ def run(
         options["methods"] = ",".join(comma_list(options["methods"]))
     if options.get("resume"):
         options = rundir.resumed_options(options)
+        if "methods" not in options:  # RunConfig always saves it; PretrainConfig saves "method"
+            raise ContrastkitError(
+                f"{options['out']} is a `contrastkit pretrain` run, not a `contrastkit run` "
+                f"directory: resume it with `contrastkit pretrain --out {options['out']} --resume`"
+            )
         if not is_object:
             if options["data"] == CUSTOM_DATA:
                 raise ContrastkitError(
