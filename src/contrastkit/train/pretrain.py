@@ -85,13 +85,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.resume:
         # a Dataset object is not in the saved config ("data" holds a placeholder)
         ignore = ("data",) if data_is_object else ()
-        resumed = rundir.resumed_options(options, ignore)
-        if "methods" in resumed:  # the root of a `contrastkit run`: its methods are below it
-            raise ContrastkitError(
-                f"{cfg.out} is a `contrastkit run` directory, not a pretraining run: resume it "
-                f"with `contrastkit run --out {cfg.out} --resume` (or one method's subdirectory)"
-            )
-        return from_dict(PretrainConfig, resumed)
+        return from_dict(PretrainConfig, rundir.resumed_options(options, "pretrain", ignore))
     if cfg.method not in METHODS:
         raise ContrastkitError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     if cfg.optimizer not in OPTIMIZERS:

@@ -54,12 +54,7 @@ def run(
     if isinstance(options.get("methods"), str):  # one spelling, saved and compared on resume
         options["methods"] = ",".join(comma_list(options["methods"]))
     if options.get("resume"):
-        options = rundir.resumed_options(options)
-        if "methods" not in options:  # RunConfig always saves it; PretrainConfig saves "method"
-            raise ContrastkitError(
-                f"{options['out']} is a `contrastkit pretrain` run, not a `contrastkit run` "
-                f"directory: resume it with `contrastkit pretrain --out {options['out']} --resume`"
-            )
+        options = rundir.resumed_options(options, "run")
         if not is_object:
             if options["data"] == CUSTOM_DATA:
                 raise ContrastkitError(

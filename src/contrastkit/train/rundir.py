@@ -133,7 +133,9 @@ def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any]) -> No
     (path / CONFIG).write_text(text)
 
 
-def resumed_options(given: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+def resumed_options(
+    given: dict[str, Any], command: str, ignore: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The options that resume the run in ``given["out"]``: its saved config, ``resume=True``.
 
     Options of ``given`` that may change (:data:`RESUME_MAY_CHANGE`) replace the saved ones;
@@ -141,9 +143,15 @@ def resumed_options(given: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict
     be recorded there: a run written before an option existed cannot say what it used).
     ``out`` is the given one (the directory may have moved since it was written).
 
+    Args:
+        given: The options of the resuming call, ``out`` among them.
+        command: ``"run"`` or ``"pretrain"``: the command resuming; the directory must have
+            been written by it (a ``run`` root saves ``methods``, a pretraining run ``method``).
+        ignore: Keys of ``given`` not compared (a ``Dataset`` object in ``data``).
+
     Raises:
-        ContrastkitError: without ``out``, if ``out`` holds no run, or on a differing or
-            unrecorded option.
+        ContrastkitError: without ``out``, if ``out`` holds no run or the other command's
+            run, or on a differing or unrecorded option.
     """
     out = given.get("out")
     if not out:
@@ -151,6 +159,14 @@ def resumed_options(given: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict
     if not (Path(out) / CONFIG).is_file():
         raise ContrastkitError(f"cannot resume: {out} holds no run (no {CONFIG})")
     saved = read_config(Path(out))
+    written_by = "run" if "methods" in saved else "pretrain"
+    if written_by != command:
+        kinds = {"run": "`contrastkit run` directory", "pretrain": "`contrastkit pretrain` run"}
+        raise ContrastkitError(
+            f"{out} is a {kinds[written_by]}, not a {kinds[command]}: resume it with "
+            f"`contrastkit {written_by} --out {out} --resume`"
+            + (" (or one method's subdirectory with pretrain)" if written_by == "run" else "")
+        )
     compared = [k for k in given if k not in (*RESUME_MAY_CHANGE, "out", *ignore)]
     unrecorded = [k for k in compared if k not in saved]
     if unrecorded:
