@@ -12,7 +12,13 @@ def images(n=16, c=1, size=8, seed=0):
 
 @pytest.mark.parametrize(
     ("preset", "c", "size"),
-    [("digits", 1, 8), ("fashion-mnist", 1, 28), ("simclr", 3, 32), ("simclr", 3, 96)],
+    [
+        ("digits", 1, 8),
+        ("fashion-mnist", 1, 28),
+        ("shift-flip", 1, 28),
+        ("simclr", 3, 32),
+        ("simclr", 3, 96),
+    ],
 )
 def test_shapes_range_and_views_differ(preset, c, size):
     x = images(6, c, size)
@@ -44,6 +50,24 @@ def test_digits_preset_never_flips_and_fashion_does():
     theta = affine_matrices(4000, 28, 28, PRESETS["fashion-mnist"], g, torch.device("cpu"))
     flipped = (torch.linalg.det(theta[:, :, :2]) < 0).float().mean()
     assert 0.45 < flipped < 0.55
+
+
+def test_shift_flip_only_shifts_by_up_to_an_eighth_and_flips():
+    g = torch.Generator().manual_seed(0)
+    theta = affine_matrices(4000, 28, 28, PRESETS["shift-flip"], g, torch.device("cpu"))
+    linear = theta[:, :, :2]
+    assert torch.allclose(linear.abs(), torch.eye(2).expand_as(linear))  # no zoom, rotation, shear
+    flipped = (torch.linalg.det(linear) < 0).float().mean()
+    assert 0.45 < flipped < 0.55
+    shift = theta[:, :, 2] / 2  # as a fraction of the side ([-1, 1] spans 2)
+    assert shift.abs().max() <= 0.125 and shift.abs().max() > 0.12
+    # an image shifted right by 3.5 px: a one-pixel column lands 3–4 columns away (bilinear)
+    x = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    x[..., 10] = 255
+    aug = MultiViewAugment("shift-flip", 64, [0.0], [1.0])
+    cols = aug(x, torch.Generator().manual_seed(1))[0, :, 0].sum(dim=1).argmax(dim=-1)
+    moved = torch.minimum((cols - 10).abs(), (cols - 17).abs())  # 17: column 10 flipped
+    assert moved.max() <= 4 and moved.float().mean() > 1
 
 
 def test_crop_boxes_stay_inside_the_image():

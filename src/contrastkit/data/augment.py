@@ -57,6 +57,8 @@ PRESETS: dict[str, AugmentPreset] = {
     # a flipped or strongly rotated digit is another digit: small affine only
     "digits": AugmentPreset(rotate=15.0, scale=(0.85, 1.15), translate=0.12, shear=10.0),
     "fashion-mnist": AugmentPreset(crop_scale=(0.35, 1.0), flip=True),
+    # the usual supervised recipe (pad-and-crop by 1/8 of the side, flip), no change of scale
+    "shift-flip": AugmentPreset(translate=0.125, flip=True),
     "simclr": AugmentPreset(
         crop_scale=(0.2, 1.0),
         flip=True,
