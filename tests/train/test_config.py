@@ -1,8 +1,11 @@
 """Option parsing helpers of ``contrastkit.train.config``."""
 
+import dataclasses
+
 import pytest
 
-from contrastkit.train.config import comma_list
+from contrastkit.data import PRESETS
+from contrastkit.train.config import PretrainConfig, comma_list
 
 
 @pytest.mark.parametrize(
@@ -17,3 +20,9 @@ from contrastkit.train.config import comma_list
 )
 def test_comma_list(texts, items):
     assert comma_list(*texts) == items
+
+
+def test_augment_help_names_every_preset():
+    (field,) = [f for f in dataclasses.fields(PretrainConfig) if f.name == "augment"]
+    listed = field.metadata["help"].split(":")[1].split("(")[0].replace(" or ", ", ")
+    assert sorted(name.strip() for name in listed.split(",")) == sorted(PRESETS)

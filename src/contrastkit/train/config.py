@@ -39,7 +39,9 @@ class PretrainConfig:
     image_size: int | None = _f(None, "resize folder images to this square size")
     limit: int | None = _f(None, "use only this many training images (a seeded random subset)")
     augment: str | None = _f(
-        None, "augmentation preset: digits, fashion-mnist, simclr or none (default: the data set's)"
+        None,
+        "augmentation preset: digits, fashion-mnist, shift-flip, simclr or none"
+        " (default: the data set's)",
     )
     method: str = _f("supcon", "simclr (labels unused), supcon (labels) or ce (cross-entropy)")
     model: str | None = _f(
