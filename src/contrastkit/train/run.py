@@ -144,8 +144,12 @@ def run(
             method=method,
             out=str(out),
             resume=resume,
-            # a resumed method keeps its saved options, except these two (as the whole run)
-            **({"device": cfg.device, "quiet": cfg.quiet} if resume else common),
+            # a resumed method keeps its saved options except those a resume may change
+            **(
+                {k: getattr(cfg, k) for k in rundir.RESUME_MAY_CHANGE if k != "resume"}
+                if resume
+                else common
+            ),
         )
         knn_and_probe(
             out,
