@@ -62,6 +62,9 @@ def test_pretrain_on_a_dataset_object_and_probe_it(tmp_path):
     assert probe["n_train"] == 40 and probe["test_acc"] >= 0.9
     with pytest.raises(ContrastkitError, match="Dataset object"):
         linear_probe(out, device="cpu")
+    with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again as data="):
+        pretrain(out=str(out), resume=True)
+    assert pretrain(data=train, test_data=test, out=str(out), resume=True).epochs == 2
 
 
 def test_bad_inputs(tmp_path):

@@ -172,6 +172,6 @@ def test_run_on_a_dataset_object_resumes_only_with_it_and_refuses_stray_test_dat
     assert yaml.safe_load((out / "config.yaml").read_text())["data"] == "<dataset object>"
     with pytest.raises(ContrastkitError, match="was run on a Dataset object: pass it again"):
         run(out=str(out), resume=True)
-    with pytest.raises(ContrastkitError, match="different options: data='digits'"):
+    with pytest.raises(ContrastkitError, match="was run on a Dataset object: pass it again"):
         run(data="digits", out=str(out), resume=True)
     assert run(data=train, test_data=test, out=str(out), resume=True)["rows"][0]["method"] == "ce"

@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 
+from contrastkit.errors import ContrastkitError
 from contrastkit.train import rundir
 from contrastkit.train.rundir import git_dirty, git_sha, provenance
 
@@ -117,3 +118,20 @@ def test_knn_curve_leaves_out_a_final_evaluation_that_measured_something_else(
 ):
     run = _run_dir(tmp_path / "r", {2: 0.7}, knn=knn, **config)
     assert rundir.knn_curve(run) == [(2, 0.7)]
+
+
+def test_resume_keeps_a_dataset_object_run_and_a_registry_run_apart(tmp_path):
+    obj, named = tmp_path / "obj", tmp_path / "named"
+    for path, data in ((obj, rundir.CUSTOM_DATA), (named, "digits")):
+        path.mkdir()
+        rundir.write_config(path, {"data": data, "method": "ce", "epochs": 2}, {"seed": 0})
+    with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again as data="):
+        rundir.resumed_options({"out": str(obj)}, "pretrain")
+    with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again"):
+        rundir.resumed_options({"out": str(obj), "data": "digits"}, "pretrain")
+    with pytest.raises(ContrastkitError, match="run on the data set 'digits', not on a Dataset"):
+        rundir.resumed_options({"out": str(named), "data": rundir.CUSTOM_DATA}, "pretrain", True)
+    given = {"out": str(obj), "data": rundir.CUSTOM_DATA, "epochs": 2, "quiet": True}
+    resumed = rundir.resumed_options(given, "pretrain", data_object=True)
+    assert resumed == {**given, "method": "ce", "resume": True}
+    assert rundir.resumed_options({"out": str(named)}, "pretrain")["data"] == "digits"

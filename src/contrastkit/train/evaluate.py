@@ -85,7 +85,7 @@ def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
     if data is not None and not isinstance(data, str):
         return resolve_dataset(data, split)
     name = data or run.config["data"]
-    if not isinstance(name, str) or name.startswith("<"):
+    if not isinstance(name, str) or name == rundir.CUSTOM_DATA:
         raise ContrastkitError(
             "this run was pretrained on a Dataset object: pass train_data= and test_data="
         )

@@ -43,9 +43,6 @@ from contrastkit.train.optim import build_optimizer
 from contrastkit.train.recipes import data_defaults, method_defaults
 from contrastkit.train.schedules import warmup_cosine
 
-CUSTOM_DATA = "<dataset object>"
-
-
 is_main = distributed.is_main  # the process that writes files (rank 0; always True unlaunched)
 
 
@@ -83,9 +80,8 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     """
     cfg = from_dict(PretrainConfig, options)
     if cfg.resume:
-        # a Dataset object is not in the saved config ("data" holds a placeholder)
-        ignore = ("data",) if data_is_object else ()
-        return from_dict(PretrainConfig, rundir.resumed_options(options, "pretrain", ignore))
+        resumed = rundir.resumed_options(options, "pretrain", data_object=data_is_object)
+        return from_dict(PretrainConfig, resumed)
     if cfg.method not in METHODS:
         raise ContrastkitError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     if cfg.optimizer not in OPTIMIZERS:
@@ -106,11 +102,11 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.limit is not None and cfg.limit < 2:
         raise ContrastkitError(f"limit must be >= 2, got {cfg.limit}")
     defaults = method_defaults(cfg.method, cfg.optimizer)
-    defaults["knn_k"] = data_defaults(CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
+    defaults["knn_k"] = data_defaults(rundir.CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     cfg = replace(cfg, **filled)
     if data_is_object:
-        cfg = replace(cfg, data=CUSTOM_DATA)
+        cfg = replace(cfg, data=rundir.CUSTOM_DATA)
     if cfg.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         name = cfg.data.replace(":", "-").replace("/", "-").strip("<>").replace(" ", "-")
@@ -540,8 +536,6 @@ def pretrain(
     is_object = data is not None and not isinstance(data, str)
     cfg = resolve_config(options, data_is_object=is_object)
     source: str | Dataset[tuple[Tensor, int]] = data if data is not None and is_object else cfg.data
-    if source == CUSTOM_DATA:
-        raise ContrastkitError("this run was trained on a Dataset object: pass it again as data=")
     device = resolve_device(cfg.device)
     joined = distributed.launched() and not distributed.is_distributed()
     if distributed.launched():  # torchrun: cuda:LOCAL_RANK + nccl, or the CPU + gloo

@@ -17,7 +17,7 @@ from contrastkit.train.baselines import raw_pixel_baselines
 from contrastkit.train.config import METHODS, RunConfig, comma_list, from_dict, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import knn_and_probe
-from contrastkit.train.pretrain import CUSTOM_DATA, pretrain
+from contrastkit.train.pretrain import pretrain
 from contrastkit.train.recipes import data_defaults
 from contrastkit.train.report import BASELINES, build_report, format_table, method_row
 
@@ -50,17 +50,12 @@ def run(
     """
     is_object = data is not None and not isinstance(data, str)
     if data is not None:  # the saved config names a Dataset object by a placeholder
-        options = {**options, "data": data if isinstance(data, str) else CUSTOM_DATA}
+        options = {**options, "data": data if isinstance(data, str) else rundir.CUSTOM_DATA}
     if isinstance(options.get("methods"), str):  # one spelling, saved and compared on resume
         options["methods"] = ",".join(comma_list(options["methods"]))
     if options.get("resume"):
-        options = rundir.resumed_options(options, "run")
+        options = rundir.resumed_options(options, "run", data_object=is_object)
         if not is_object:
-            if options["data"] == CUSTOM_DATA:
-                raise ContrastkitError(
-                    f"{options['out']} was run on a Dataset object: pass it again as data= "
-                    "(and its test set as test_data=) to resume"
-                )
             data = options["data"]
     if data is None:
         data = options.setdefault("data", "digits")

@@ -30,6 +30,8 @@ CHECKPOINT = "checkpoints/last.pt"
 PROVENANCE_KEY = "provenance"
 RESUME_MAY_CHANGE = ("resume", "quiet", "device")
 """Options that a resume may give differently from the run's saved config."""
+CUSTOM_DATA = "<dataset object>"
+"""A run's saved ``data`` when it ran on a ``Dataset`` object (which a config cannot hold)."""
 
 
 def _git(*args: str, cwd: str | Path | None = None) -> str | None:
@@ -134,24 +136,28 @@ def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any]) -> No
 
 
 def resumed_options(
-    given: dict[str, Any], command: str, ignore: tuple[str, ...] = ()
+    given: dict[str, Any], command: str, data_object: bool = False
 ) -> dict[str, Any]:
     """The options that resume the run in ``given["out"]``: its saved config, ``resume=True``.
 
     Options of ``given`` that may change (:data:`RESUME_MAY_CHANGE`) replace the saved ones;
     options in ``given`` other than those, ``out`` and ``ignore`` must equal the saved ones (and
     be recorded there: a run written before an option existed cannot say what it used).
-    ``out`` is the given one (the directory may have moved since it was written).
+    ``out`` is the given one (the directory may have moved since it was written). A run on a
+    ``Dataset`` object (saved ``data`` is :data:`CUSTOM_DATA`) resumes only with an object
+    given again, and an object resumes only such a run.
 
     Args:
         given: The options of the resuming call, ``out`` among them.
         command: ``"run"`` or ``"pretrain"``: the command resuming; the directory must have
             been written by it (a ``run`` root saves ``methods``, a pretraining run ``method``).
-        ignore: Keys of ``given`` not compared (a ``Dataset`` object in ``data``).
+        data_object: The caller was given a ``Dataset`` object as its data (``given["data"]``
+            is then not compared).
 
     Raises:
         ContrastkitError: without ``out``, if ``out`` holds no run or the other command's
-            run, or on a differing or unrecorded option.
+            run, on a differing or unrecorded option, or if the run's data and the given one
+            are not both a ``Dataset`` object or both a registry name.
     """
     out = given.get("out")
     if not out:
@@ -167,6 +173,17 @@ def resumed_options(
             f"`contrastkit {written_by} --out {out} --resume`"
             + (" (or one method's subdirectory with pretrain)" if written_by == "run" else "")
         )
+    if data_object and saved.get("data") != CUSTOM_DATA:
+        raise ContrastkitError(
+            f"{out} was run on the data set {saved.get('data')!r}, not on a Dataset object: "
+            "resume it without data= (or with that name)"
+        )
+    if not data_object and saved.get("data") == CUSTOM_DATA:
+        raise ContrastkitError(
+            f"{out} was run on a Dataset object: pass it again as data= (with its test set "
+            "as test_data=) to resume"
+        )
+    ignore = ("data",) if data_object else ()
     compared = [k for k in given if k not in (*RESUME_MAY_CHANGE, "out", *ignore)]
     unrecorded = [k for k in compared if k not in saved]
     if unrecorded:
