@@ -175,4 +175,8 @@ def test_baselines_that_show_the_same_numbers_are_listed_once(three_seeds, tmp_p
     table = seed_summary([*three_seeds, other])["table"]
     assert table.count("raw pixels: logistic regression") == 1
     (other / "baselines.json").write_text(json.dumps({**base, "logreg": base["logreg"] + 0.01}))
-    assert seed_summary([*three_seeds, other])["table"].count("raw pixels: logistic") == 2
+    table = seed_summary([*three_seeds, other])["table"]
+    assert table.count("raw pixels: logistic") == 2
+    runs = ", ".join(map(str, three_seeds))
+    assert f"| raw pixels: logistic regression ({runs}) |" in table
+    assert f"| raw pixels: kNN (k=5) ({other}) |" in table

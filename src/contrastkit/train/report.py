@@ -77,11 +77,16 @@ def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -
     return "\n".join(lines)
 
 
-def _baseline_rows(b: dict[str, Any]) -> list[str]:
-    """The raw-pixel rows of a 9-column results table (probe and kNN columns 8 and 7)."""
+def _baseline_rows(b: dict[str, Any], runs: Sequence[str] = ()) -> list[str]:
+    """The raw-pixel rows of a 9-column results table (probe and kNN columns 8 and 7).
+
+    ``runs``, if given, are the run directories the rows came from, named in their labels.
+    """
+    source = f" ({', '.join(runs)})" if runs else ""
     return [
-        f"| raw pixels: logistic regression | – | – | – | – | – | – | {_pct(b['logreg'])} | – |",
-        f"| raw pixels: kNN (k={b['knn_k']}) | – | – | – | – | – | {_pct(b['knn'])} | – | – |",
+        f"| raw pixels: logistic regression{source} | – | – | – | – | – | – | "
+        f"{_pct(b['logreg'])} | – |",
+        f"| raw pixels: kNN (k={b['knn_k']}){source} | – | – | – | – | – | {_pct(b['knn'])} | – | – |",
     ]
 
 
@@ -217,7 +222,8 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
         epochs, seeds, n, ``(mean, std)`` of seconds, eval seconds, kNN, probe and CE-head
         accuracy (None where a run lacks the value) and ``pooled`` (per pooled key that
         varies in the row, each value's seeds); the raw-pixel baselines that differ in
-        what the table shows (one percentage digit); the Markdown table.
+        what the table shows (one percentage digit; where they differ, each pair's label
+        names the run directories it came from); the Markdown table.
 
     Raises:
         ContrastkitError: if a directory holds no run, if two groups share method, model and
@@ -235,6 +241,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
     known: set[str] = set()
     groups: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     baselines: list[dict[str, Any]] = []
+    baseline_runs: list[list[str]] = []  # the directories each distinct pair came from
     done: set[Path] = set()
     for d in run_dirs:
         root = Path(d)
@@ -246,8 +253,15 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
             raise ContrastkitError(f"{root} holds no pretraining run")
         base = rundir.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
-        if base is not None and all(_baseline_rows(base) != _baseline_rows(b) for b in baselines):
-            baselines.append(base)
+        if base is not None:
+            shown = [
+                i for i, b in enumerate(baselines) if _baseline_rows(b) == _baseline_rows(base)
+            ]
+            if not shown:
+                baselines.append(base)
+                baseline_runs.append([])
+            sources = baseline_runs[shown[0] if shown else -1]
+            sources += [str(d)] if str(d) not in sources else []
         for run in runs:
             if run.resolve() in done:
                 continue  # a directory given twice (or inside another one given) counts once
@@ -313,8 +327,8 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
             f"{_pm(r['eval_seconds'], 1, 0)} | {_pm(r['knn_acc'], 100, 2)} | "
             f"{_pm(r['probe_acc'], 100, 2)} | {_pm(r['head_acc'], 100, 2)} |"
         )
-    for b in baselines:
-        lines += _baseline_rows(b)
+    for b, sources in zip(baselines, baseline_runs, strict=True):
+        lines += _baseline_rows(b, sources if len(baselines) > 1 else ())
     notes = [
         f"{r['method']}: {key} " + "; ".join(f"{v} ({_seeds(s)})" for v, s in by.items())
         for r in rows
