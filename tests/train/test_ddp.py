@@ -64,10 +64,20 @@ class _Interrupt(KeyboardInterrupt):
     pass
 
 
-def _worker(rank: int, ports: list[int], jobs: list[dict[str, Any]]) -> None:
-    """Run each job's ``pretrain`` as rank ``rank`` of 2, with torchrun's environment."""
+def _worker(rank: int, ports: Any, jobs: list[dict[str, Any]]) -> None:
+    """Run each job's ``pretrain`` as rank ``rank`` of 2, with torchrun's environment.
+
+    Rank 0 picks each job's port just before the job and hands it to the others through the
+    queue ``ports`` (a port picked for every job up front could be taken by then).
+    """
     torch.set_num_threads(1)
-    for port, job in zip(ports, jobs, strict=True):
+    for job in jobs:
+        if rank == 0:
+            port = _free_port()
+            for _ in range(WORLD - 1):
+                ports.put(port)
+        else:
+            port = ports.get()
         os.environ.update(
             {
                 "RANK": str(rank),
@@ -106,7 +116,7 @@ def _interrupted(job: dict[str, Any], stop_after: int) -> None:
 
 
 def _spawn(jobs: list[dict[str, Any]]) -> None:
-    ports = [_free_port() for _ in jobs]
+    ports = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_worker, args=(ports, jobs), nprocs=WORLD, join=True)
 
 
