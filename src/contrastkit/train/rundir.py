@@ -141,8 +141,9 @@ def resumed_options(
     """The options that resume the run in ``given["out"]``: its saved config, ``resume=True``.
 
     Options of ``given`` that may change (:data:`RESUME_MAY_CHANGE`) replace the saved ones;
-    options in ``given`` other than those, ``out`` and ``ignore`` must equal the saved ones (and
-    be recorded there: a run written before an option existed cannot say what it used).
+    options in ``given`` other than those, ``out`` and a ``Dataset`` object's ``data`` must
+    equal the saved ones (and be recorded there: a run written before an option existed
+    cannot say what it used).
     ``out`` is the given one (the directory may have moved since it was written). A run on a
     ``Dataset`` object (saved ``data`` is :data:`CUSTOM_DATA`) resumes only with an object
     given again, and an object resumes only such a run.
