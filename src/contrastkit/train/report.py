@@ -240,8 +240,8 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
     free = SEED_FREE_KEYS.union(pool)
     known: set[str] = set()
     groups: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
-    baselines: list[dict[str, Any]] = []
-    baseline_runs: list[list[str]] = []  # the directories each distinct pair came from
+    # per distinct pair of shown rows: the first run's baselines and the directories with them
+    baselines: dict[tuple[str, ...], tuple[dict[str, Any], list[str]]] = {}
     done: set[Path] = set()
     for d in run_dirs:
         root = Path(d)
@@ -254,13 +254,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
         base = rundir.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
         if base is not None:
-            shown = [
-                i for i, b in enumerate(baselines) if _baseline_rows(b) == _baseline_rows(base)
-            ]
-            if not shown:
-                baselines.append(base)
-                baseline_runs.append([])
-            sources = baseline_runs[shown[0] if shown else -1]
+            _, sources = baselines.setdefault(tuple(_baseline_rows(base)), (base, []))
             sources += [str(d)] if str(d) not in sources else []
         for run in runs:
             if run.resolve() in done:
@@ -327,7 +321,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
             f"{_pm(r['eval_seconds'], 1, 0)} | {_pm(r['knn_acc'], 100, 2)} | "
             f"{_pm(r['probe_acc'], 100, 2)} | {_pm(r['head_acc'], 100, 2)} |"
         )
-    for b, sources in zip(baselines, baseline_runs, strict=True):
+    for b, sources in baselines.values():
         lines += _baseline_rows(b, sources if len(baselines) > 1 else ())
     notes = [
         f"{r['method']}: {key} " + "; ".join(f"{v} ({_seeds(s)})" for v, s in by.items())
@@ -336,7 +330,11 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
     ]
     if notes:
         lines += ["", "Pooled over " + ", ".join(pool) + ": " + " · ".join(notes) + "."]
-    return {"rows": rows, "baselines": baselines, "table": "\n".join(lines)}
+    return {
+        "rows": rows,
+        "baselines": [b for b, _ in baselines.values()],
+        "table": "\n".join(lines),
+    }
 
 
 def _seeds(seeds: list[Any]) -> str:
