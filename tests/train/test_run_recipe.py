@@ -175,3 +175,32 @@ def test_run_on_a_dataset_object_resumes_only_with_it_and_refuses_stray_test_dat
     with pytest.raises(ContrastkitError, match="was run on a Dataset object: pass it again"):
         run(data="digits", out=str(out), resume=True)
     assert run(data=train, test_data=test, out=str(out), resume=True)["rows"][0]["method"] == "ce"
+
+
+def test_resume_may_add_methods_with_the_runs_options_but_not_drop_any(tmp_path, monkeypatch):
+    """``run --out DIR --resume --methods ce,supcon`` adds supcon to a CE-only run."""
+    out = tmp_path / "r"
+    opts = {"limit": 64, "batch_size": 32, "epochs": 1, "lr": 0.05, "probe_epochs": 1}
+    run(data="digits", methods="ce", out=str(out), quiet=True, device="cpu", **opts)
+    before = yaml.safe_load((out / "config.yaml").read_text())
+    with pytest.raises(ContrastkitError, match=r"without the run's method\(s\) ce: a resume may"):
+        run(out=str(out), resume=True, methods="supcon")
+    with pytest.raises(ContrastkitError, match=r"unknown method\(s\) \['byol'\]"):
+        run(out=str(out), resume=True, methods="ce,byol")
+    with pytest.raises(ContrastkitError, match=r"different options: lr=0.1 \(run has 0.05\)"):
+        run(out=str(out), resume=True, methods="ce,supcon", lr=0.1)
+    assert yaml.safe_load((out / "config.yaml").read_text()) == before  # refused: unchanged
+
+    run_module = importlib.import_module("contrastkit.train.run")
+    real_pretrain, calls = run_module.pretrain, []
+    monkeypatch.setattr(
+        run_module, "pretrain", lambda **kw: calls.append(kw) or real_pretrain(**kw)
+    )
+    assert main(["run", "--out", str(out), "--resume", "--methods", "ce, supcon"]) == 0
+    assert [c["method"] for c in calls] == ["supcon"]  # ce was finished
+    supcon = yaml.safe_load((out / "supcon" / "config.yaml").read_text())
+    assert (supcon["limit"], supcon["batch_size"], supcon["lr"]) == (64, 32, 0.05)  # the run's
+    after = yaml.safe_load((out / "config.yaml").read_text())
+    assert after == {**before, "methods": "ce,supcon"}  # provenance as first written
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["ce", "supcon"]

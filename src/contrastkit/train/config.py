@@ -148,7 +148,7 @@ class RunConfig:
     knn_k: int | None = _f(None, "neighbours of the kNN evaluation (200; 20 on digits)")
     knn_t: float = _f(0.1, "temperature of the kNN vote")
     device: str = _f("auto", "auto, cpu or cuda")
-    resume: bool = _f(False, "continue an interrupted run in `out`")
+    resume: bool = _f(False, "continue the run in `out` (--methods may add methods to it)")
     quiet: bool = _f(False, "no progress bars")
 
 

@@ -39,7 +39,8 @@ def run(
             ``resume=True`` the run's saved ``config.yaml`` in ``out`` supplies every option
             not given (also ``data``, for a registry name; a ``Dataset`` must be passed
             again); options given must agree with it except ``device`` and ``quiet``, so
-            ``run(out=DIR, resume=True)`` continues it.
+            ``run(out=DIR, resume=True)`` continues it. ``methods`` given on a resume may
+            add methods to the run's (trained with its saved options), not drop any.
 
     Returns:
         ``{"dir": path, "rows": [...], "baselines": {...}, "table": str}``.
@@ -53,10 +54,22 @@ def run(
         options = {**options, "data": data if isinstance(data, str) else rundir.CUSTOM_DATA}
     if isinstance(options.get("methods"), str):  # one spelling, saved and compared on resume
         options["methods"] = ",".join(comma_list(options["methods"]))
+    added: list[str] = []  # methods a resume adds to the run's
     if options.get("resume"):
+        given_methods = options.pop("methods", None)
         options = rundir.resumed_options(options, "run", data_object=is_object)
         if not is_object:
             data = options["data"]
+        if given_methods is not None:
+            saved = comma_list(options["methods"])
+            dropped = [m for m in saved if m not in comma_list(given_methods)]
+            if dropped:
+                raise ContrastkitError(
+                    f"cannot resume without the run's method(s) {', '.join(dropped)}: a resume "
+                    f"may add methods to {options['methods']!r}, not drop them"
+                )
+            added = [m for m in comma_list(given_methods) if m not in saved]
+            options["methods"] = given_methods
     if data is None:
         data = options.setdefault("data", "digits")
     if isinstance(data, str) and test_data is not None:
@@ -85,6 +98,8 @@ def run(
     if not cfg.resume:
         rundir.prepare_run_dir(root, resume=False)
         rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
+    elif added:  # they train with the run's saved options; the report lists them in order
+        rundir.update_config(root, {"methods": cfg.methods})
 
     train_src: Any = data
     kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}

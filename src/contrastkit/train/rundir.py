@@ -135,6 +135,15 @@ def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any]) -> No
     (path / CONFIG).write_text(text)
 
 
+def update_config(path: Path, changes: dict[str, Any]) -> None:
+    """Change options of the ``config.yaml`` in ``path``; the rest and the provenance stay."""
+    from contrastkit.train.config import load_yaml
+
+    saved = load_yaml(str(path / CONFIG))
+    prov = saved.pop(PROVENANCE_KEY, {})
+    write_config(path, {**saved, **changes}, prov)
+
+
 def resumed_options(
     given: dict[str, Any], command: str, data_object: bool = False
 ) -> dict[str, Any]:
