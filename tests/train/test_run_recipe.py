@@ -181,22 +181,37 @@ def test_resume_may_add_methods_with_the_runs_options_but_not_drop_any(tmp_path,
     """``run --out DIR --resume --methods ce,supcon`` adds supcon to a CE-only run."""
     out = tmp_path / "r"
     opts = {"limit": 64, "batch_size": 32, "epochs": 1, "lr": 0.05, "probe_epochs": 1}
-    run(data="digits", methods="ce", out=str(out), quiet=True, device="cpu", **opts)
+    run(data="digits", methods=["ce"], out=str(out), quiet=True, device="cpu", **opts)  # YAML list
     before = yaml.safe_load((out / "config.yaml").read_text())
+    assert before["methods"] == "ce"
     with pytest.raises(ContrastkitError, match=r"without the run's method\(s\) ce: a resume may"):
         run(out=str(out), resume=True, methods="supcon")
     with pytest.raises(ContrastkitError, match=r"unknown method\(s\) \['byol'\]"):
         run(out=str(out), resume=True, methods="ce,byol")
     with pytest.raises(ContrastkitError, match=r"different options: lr=0.1 \(run has 0.05\)"):
         run(out=str(out), resume=True, methods="ce,supcon", lr=0.1)
-    assert yaml.safe_load((out / "config.yaml").read_text()) == before  # refused: unchanged
-
     run_module = importlib.import_module("contrastkit.train.run")
-    real_pretrain, calls = run_module.pretrain, []
+    real_defaults, real_pretrain = run_module.data_defaults, run_module.pretrain
+    # the data set's default kNN k changed since ce trained: supcon would differ from it
+    monkeypatch.setattr(run_module, "data_defaults", lambda n: {**real_defaults(n), "knn_k": 7})
+    with pytest.raises(ContrastkitError, match=r"its ce trained with knn_k=\d+ .* knn_k=7"):
+        run(out=str(out), resume=True, methods="ce,supcon")
+    monkeypatch.setattr(run_module, "data_defaults", real_defaults)
+
+    def failing(**kw):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(run_module, "pretrain", failing)
+    with pytest.raises(RuntimeError, match="interrupted"):  # the added method never finished
+        run(out=str(out), resume=True, methods="ce,supcon")
+    assert yaml.safe_load((out / "config.yaml").read_text()) == before  # unchanged throughout
+
+    calls: list[dict] = []
     monkeypatch.setattr(
         run_module, "pretrain", lambda **kw: calls.append(kw) or real_pretrain(**kw)
     )
-    assert main(["run", "--out", str(out), "--resume", "--methods", "ce, supcon"]) == 0
+    resume = ["--resume", "--methods", "supcon, ce, supcon"]  # any order; the repeat once
+    assert main(["run", "--out", str(out), *resume]) == 0
     assert [c["method"] for c in calls] == ["supcon"]  # ce was finished
     supcon = yaml.safe_load((out / "supcon" / "config.yaml").read_text())
     assert (supcon["limit"], supcon["batch_size"], supcon["lr"]) == (64, 32, 0.05)  # the run's

@@ -52,24 +52,28 @@ def run(
     is_object = data is not None and not isinstance(data, str)
     if data is not None:  # the saved config names a Dataset object by a placeholder
         options = {**options, "data": data if isinstance(data, str) else rundir.CUSTOM_DATA}
-    if isinstance(options.get("methods"), str):  # one spelling, saved and compared on resume
-        options["methods"] = ",".join(comma_list(options["methods"]))
-    added: list[str] = []  # methods a resume adds to the run's
+    given_methods = options.get("methods")
+    if isinstance(given_methods, list | tuple):  # a YAML list in a --config file
+        given_methods = ",".join(str(m) for m in given_methods)
+    if isinstance(given_methods, str):  # one spelling, no repeats, saved and compared on resume
+        options["methods"] = ",".join(dict.fromkeys(comma_list(given_methods)))
+    kept: list[str] = []  # on a resume, the run's methods
+    added: list[str] = []  # and those the resume adds to them
     if options.get("resume"):
         given_methods = options.pop("methods", None)
         options = rundir.resumed_options(options, "run", data_object=is_object)
         if not is_object:
             data = options["data"]
+        kept = comma_list(options["methods"])
         if given_methods is not None:
-            saved = comma_list(options["methods"])
-            dropped = [m for m in saved if m not in comma_list(given_methods)]
+            dropped = [m for m in kept if m not in comma_list(given_methods)]
             if dropped:
                 raise ContrastkitError(
                     f"cannot resume without the run's method(s) {', '.join(dropped)}: a resume "
                     f"may add methods to {options['methods']!r}, not drop them"
                 )
-            added = [m for m in comma_list(given_methods) if m not in saved]
-            options["methods"] = given_methods
+            added = [m for m in comma_list(given_methods) if m not in kept]
+            options["methods"] = ",".join(kept + added)  # the run's order, then the new ones
     if data is None:
         data = options.setdefault("data", "digits")
     if isinstance(data, str) and test_data is not None:
@@ -98,8 +102,6 @@ def run(
     if not cfg.resume:
         rundir.prepare_run_dir(root, resume=False)
         rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
-    elif added:  # they train with the run's saved options; the report lists them in order
-        rundir.update_config(root, {"methods": cfg.methods})
 
     train_src: Any = data
     kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}
@@ -134,6 +136,8 @@ def run(
         "knn_every": cfg.knn_every,
     }
     common = {k: v for k, v in common.items() if v is not None}
+    if added:
+        _check_same_recipe(root, kept, common)
     eval_data: dict[str, Any] = (
         {} if isinstance(data, str) else {"train_data": data, "test_data": test_data}
     )
@@ -167,8 +171,36 @@ def run(
             probe_options={"epochs": cfg.probe_epochs, "quiet": cfg.quiet, "seed": cfg.seed},
             **eval_data,
         )
+    if added:  # now trained: the run lists them (its provenance stays as first written)
+        rundir.update_config(root, {"methods": cfg.methods})
     build_report(root)
     rows = [method_row(root / m) for m in methods]
     base = rundir.read_json(root / BASELINES)
     table = format_table(rows, base)
     return {"dir": root, "rows": rows, "baselines": base, "table": table}
+
+
+def _check_same_recipe(root: Path, kept: list[str], common: dict[str, Any]) -> None:
+    """Refuse to add methods to a run when its options now resolve to another recipe.
+
+    The run's ``config.yaml`` leaves unset options (epochs, batch size, kNN k…) to the data
+    set's defaults; if those changed since the run's methods trained, an added method would
+    train differently. ``common`` (the options it will get) must equal what a method of the
+    run recorded.
+    """
+    for method in kept:
+        if not (root / method / rundir.CONFIG).is_file():
+            continue
+        saved = rundir.read_config(root / method)
+        diff = [
+            k for k, v in common.items() if k not in ("device", "quiet") and saved.get(k, v) != v
+        ]
+        if diff:
+            raise ContrastkitError(
+                f"cannot add methods to {root}: its {method} trained with "
+                + ", ".join(f"{k}={saved[k]!r}" for k in diff)
+                + " and these options now resolve to "
+                + ", ".join(f"{k}={common[k]!r}" for k in diff)
+                + " (changed defaults?); start another run"
+            )
+        return
