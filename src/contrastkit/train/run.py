@@ -66,13 +66,14 @@ def run(
             data = options["data"]
         kept = comma_list(options["methods"])
         if given_methods is not None:
-            dropped = [m for m in kept if m not in comma_list(given_methods)]
+            given = comma_list(given_methods)
+            dropped = [m for m in kept if m not in given]
             if dropped:
                 raise ContrastkitError(
                     f"cannot resume without the run's method(s) {', '.join(dropped)}: a resume "
                     f"may add methods to {options['methods']!r}, not drop them"
                 )
-            added = [m for m in comma_list(given_methods) if m not in kept]
+            added = [m for m in given if m not in kept]
             options["methods"] = ",".join(kept + added)  # the run's order, then the new ones
     if data is None:
         data = options.setdefault("data", "digits")
@@ -192,9 +193,8 @@ def _check_same_recipe(root: Path, kept: list[str], common: dict[str, Any]) -> N
         if not (root / method / rundir.CONFIG).is_file():
             continue
         saved = rundir.read_config(root / method)
-        diff = [
-            k for k, v in common.items() if k not in ("device", "quiet") and saved.get(k, v) != v
-        ]
+        may_differ = rundir.RESUME_MAY_CHANGE
+        diff = [k for k, v in common.items() if k not in may_differ and saved.get(k, v) != v]
         if diff:
             raise ContrastkitError(
                 f"cannot add methods to {root}: its {method} trained with "
