@@ -63,7 +63,7 @@ def test_fashion_mnist_truncated_file_is_a_clear_error(tmp_path):
         load_fashion_mnist("train", tmp_path, download=False)
 
 
-def write_cifar10(root: Path, per_batch: int = 4) -> np.ndarray:
+def write_cifar10(root: Path, per_batch: int = 4, protocol: int | str | None = None) -> np.ndarray:
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -72,15 +72,43 @@ def write_cifar10(root: Path, per_batch: int = 4) -> np.ndarray:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         first = data if first is None else first
         labels = rng.integers(0, 10, per_batch).tolist()
-        with (d / name).open("wb") as f:
-            pickle.dump({"data": data, "labels": labels}, f)
+        if protocol == "python2":  # as the official files were written
+            (d / name).write_bytes(python2_batch(data, labels))
+        else:
+            (d / name).write_bytes(pickle.dumps({"data": data, "labels": labels}, protocol))
     with (d / "batches.meta").open("wb") as f:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     return first
 
 
-def test_cifar10_reads_torchvision_layout(tmp_path):
-    first = write_cifar10(tmp_path)
+def python2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """The opcodes of Python 2's cPickle (protocol 2) for a batch under NumPy 1: byte strings
+    (``U``/``T``, read back as latin-1 text), ``numpy.core.multiarray._reconstruct``."""
+
+    def text(b: bytes) -> bytes:
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<I", len(b)) + b
+
+    n, width = data.shape
+    dtype = b"cnumpy\ndtype\n" + text(b"u1") + b"K\x00K\x01\x87R(K\x03" + text(b"|")
+    dtype += b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + text(b"b")
+    array += b"\x87R(K\x01K" + bytes([n]) + b"M" + struct.pack("<H", width) + b"\x86" + dtype
+    array += b"\x89" + text(data.tobytes()) + b"tb"
+    listing = b"](" + b"".join(b"K" + bytes([y]) for y in labels) + b"e"
+    batch = text(b"batch_label") + text(b"training batch 1 of 5")
+    return b"\x80\x02}(" + text(b"data") + array + text(b"labels") + listing + batch + b"u."
+
+
+def test_python2_batch_is_what_plain_pickle_reads():
+    data = np.arange(2 * 3072, dtype=np.uint64).astype(np.uint8).reshape(2, 3072)
+    batch = pickle.loads(python2_batch(data, [3, 7]), encoding="latin1")
+    assert batch["labels"] == [3, 7] and batch["batch_label"] == "training batch 1 of 5"
+    assert batch["data"].dtype == np.uint8 and np.array_equal(batch["data"], data)
+
+
+@pytest.mark.parametrize("protocol", ["python2", 2, 4, 5])
+def test_cifar10_reads_torchvision_layout(tmp_path, protocol):
+    first = write_cifar10(tmp_path, protocol=protocol)
     ds = load_cifar("cifar10", "train", tmp_path, download=False)
     assert ds.images.shape == (20, 3, 32, 32) and ds.classes[3] == "c3"
     # row layout: 1024 red, 1024 green, 1024 blue values, each row-major 32×32
@@ -106,6 +134,30 @@ def test_cifar_corrupt_and_missing(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ContrastkitError, match="corrupt CIFAR batch"):
         load_cifar("cifar10", "train", tmp_path, download=False)
+
+
+def test_cifar_batch_with_a_payload_runs_nothing(tmp_path, payload):
+    write_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "x": payload}))
+    payload.assert_runs_under(lambda: pickle.loads(batch.read_bytes()))
+    with pytest.raises(ContrastkitError) as e:
+        load_cifar("cifar10", "train", tmp_path, download=False)
+    assert not payload.ran()
+    assert str(e.value) == (
+        f"{batch}: refused: it holds posix.system, not only the lists, strings, numbers and "
+        "NumPy arrays of a CIFAR batch (unpickling it could run code)"
+    )
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batch_of_python_objects_is_refused(tmp_path, protocol):
+    write_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    objects = np.array([[1, "a"]], dtype=object)
+    batch.write_bytes(pickle.dumps({"data": objects, "labels": [0]}, protocol=protocol))
+    with pytest.raises(ContrastkitError, match="refused: it holds an array of Python objects"):
+        load_cifar("cifar10", "test", tmp_path, download=False)
 
 
 def test_stl10_binary_and_unlabelled_split(tmp_path):

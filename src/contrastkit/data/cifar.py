@@ -1,9 +1,15 @@
-"""CIFAR-10/100 from the pickled batches of torchvision's layout (``cifar-10-batches-py/``)."""
+"""CIFAR-10/100 from the pickled batches of torchvision's layout (``cifar-10-batches-py/``).
+
+The batches are pickles; they are read with a restricted unpickler that builds dicts, lists,
+strings, numbers and plain NumPy arrays and nothing else, so a crafted file under
+``--data-root`` cannot run code.
+"""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +38,87 @@ LAYOUT = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for something a CIFAR batch never holds (``what`` names it)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _plain_dtype(*args: Any) -> np.dtype[Any]:
+    """``numpy.dtype(*args)``, refusing dtypes that hold Python objects."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise _Refused("an array of Python objects")
+    return dtype
+
+
+_NDARRAY = object()
+"""Stands for ``numpy.ndarray``, which a pickle names only as the class to reconstruct: calling
+the real class could build an object array over arbitrary memory."""
+
+
+def _empty_array(subtype: object, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct`` for plain arrays: the array that BUILD fills."""
+    if subtype is not _NDARRAY:
+        raise _Refused(f"a {type(subtype).__name__} rebuilt as an array")
+    return np.empty(shape, _plain_dtype(dtype))
+
+
+def _from_buffer(buffer: object, dtype: Any, shape: tuple[int, ...], order: str) -> np.ndarray:
+    """``numpy.core.numeric._frombuffer`` (pickle protocol 5) for plain arrays."""
+    if not isinstance(buffer, bytes | bytearray):
+        raise _Refused(f"an array over a {type(buffer).__name__}")
+    flat = np.frombuffer(buffer, _plain_dtype(dtype))
+    return flat.reshape(shape, order="F" if order == "F" else "C")
+
+
+def _latin1(text: object, encoding: object) -> bytes:
+    """``_codecs.encode``, as protocol-2 pickles of Python 3 spell bytes (latin-1 text)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode of a {type(text).__name__} to {encoding!r}")
+    return text.encode("latin1")
+
+
+_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,  # NumPy 1 (the official files)
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,  # NumPy 2
+    ("numpy.core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what a CIFAR batch holds: dicts, lists, str, bytes, numbers, NumPy arrays.
+
+    Containers and scalars need no global; every global a pickle names comes through
+    :meth:`find_class`, which knows nothing but the stand-ins for NumPy's array reconstruction
+    in ``_GLOBALS``. Arrays of Python objects are refused when their dtype is built.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The stand-in for ``module.name``, or :class:`_Refused` for anything else."""
+        try:
+            return _GLOBALS[module, name]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
 def _unpickle(path: Path) -> dict[str, object]:
     if not path.is_file():
         raise ContrastkitError(f"missing CIFAR file {path}")
     try:
         with path.open("rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = _CifarUnpickler(f, encoding="latin1").load()
+    except _Refused as e:
+        raise ContrastkitError(
+            f"{path}: refused: it holds {e.what}, not only the lists, strings, numbers and "
+            "NumPy arrays of a CIFAR batch (unpickling it could run code)"
+        ) from None
     except Exception as e:  # a truncated or foreign file raises many types
         raise ContrastkitError(f"{path}: corrupt CIFAR batch ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
