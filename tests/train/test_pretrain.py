@@ -123,7 +123,7 @@ def test_existing_run_is_never_overwritten_and_resume_checks_options(tmp_path):
     out = moved
     assert torch.equal(
         load_checkpoint(out / "checkpoints" / "last.pt")["encoder"]["features.0.weight"],
-        torch.load(__import__("io").BytesIO(before), weights_only=False)["encoder"][
+        torch.load(__import__("io").BytesIO(before), weights_only=True)["encoder"][
             "features.0.weight"
         ],
     )
