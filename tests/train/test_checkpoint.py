@@ -1,4 +1,8 @@
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,21 +17,70 @@ from contrastkit.train.checkpoint import (
     save_atomic,
 )
 
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
 
 class Unpicklable:
     def __reduce__(self):
-        raise RuntimeError("disk full (simulated by a failing pickle)")
+        raise RuntimeError("cannot pickle (simulated)")
 
 
-def test_failed_save_leaves_previous_file_intact(tmp_path):
+def test_failed_pickle_leaves_previous_file_intact(tmp_path):
     path = tmp_path / "checkpoints" / "last.pt"
     save_atomic({"format": FORMAT, "w": torch.arange(3)}, path)
     before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(RuntimeError, match="cannot pickle"):
         save_atomic({"format": FORMAT, "w": torch.zeros(1000), "bad": Unpicklable()}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
     assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_disks):
+    disk = small_disks.mount(256 * 1024)  # a real file system: 64 pages of 4 KiB
+    path = disk / "checkpoints" / "last.pt"
+    save_atomic({"format": FORMAT, "w": torch.arange(3)}, path)
+    save_atomic({"format": FORMAT, "w": torch.ones(40_000)}, path)  # 160 kB: fits
+    before = path.read_bytes()
+    with pytest.raises(ContrastkitError) as e:  # a second 160 kB beside it does not
+        save_atomic({"format": FORMAT, "w": torch.zeros(40_000)}, path)
+    assert str(e.value) == (
+        f"cannot write checkpoint {path}: no space left on device; "
+        f"the previous checkpoint {path} is intact"
+    )
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # temp file removed
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(40_000))
+    first = disk / "other" / "last.pt"
+    with pytest.raises(ContrastkitError, match="no space left on device; no earlier checkpoint"):
+        save_atomic({"format": FORMAT, "w": torch.zeros(80_000)}, first)
+    assert list(first.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_file_size_limit_gives_the_systems_error(tmp_path):
+    # RLIMIT_FSIZE makes write(2) fail with EFBIG (Python ignores SIGXFSZ), in a subprocess
+    path = tmp_path / "last.pt"
+    save_atomic({"format": FORMAT, "w": torch.arange(3)}, path)
+    before = path.read_bytes()
+    code = (
+        "import resource, sys, torch\n"
+        "from contrastkit.train.checkpoint import save_atomic\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+        "save_atomic({'format': 2, 'w': torch.zeros(100_000)}, sys.argv[1])\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0
+    assert (
+        f"ContrastkitError: cannot write checkpoint {path}: file too large; "
+        f"the previous checkpoint {path} is intact" in r.stderr
+    )
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_corrupt_truncated_or_missing_checkpoint(tmp_path):

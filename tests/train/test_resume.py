@@ -1,11 +1,13 @@
 """Kill a real pretraining process with SIGKILL, resume it, and compare with an uninterrupted run."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -75,18 +77,64 @@ def test_kill_9_then_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert reference.wait() == 0, reference.stderr.read()
 
-    a = load_checkpoint(killed / "checkpoints" / "last.pt")
+    assert_same_training(killed, ref, epochs=12)
+
+
+def assert_same_training(run: Path, ref: Path, epochs: int) -> None:
+    """``run`` ended where ``ref`` did, bit for bit, and its metrics hold each step once."""
+    a = load_checkpoint(run / "checkpoints" / "last.pt")
     b = load_checkpoint(ref / "checkpoints" / "last.pt")
-    assert a["finished"] and b["finished"] and a["step"] == b["step"] == 12 * 8
-    for part in ["encoder", "head"]:
-        for k in b[part]:
-            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
-    for k, v in b["optimizer"]["state"].items():
-        assert torch.equal(a["optimizer"]["state"][k]["momentum_buffer"], v["momentum_buffer"])
-    # the metrics of the resumed run hold each step exactly once
-    steps = [
-        line
-        for line in (killed / "metrics.jsonl").read_text().splitlines()
-        if '"kind": "step"' in line
-    ]
-    assert len(steps) == 12 * 8
+    assert a["finished"] and b["finished"] and a["step"] == b["step"] == epochs * 8
+    for part in ["encoder", "head", "optimizer", "scheduler", "scaler", "rng", "epoch"]:
+        assert_equal(a[part], b[part], part)
+    assert step_losses(run) == step_losses(ref)
+    assert len(step_losses(run)) == epochs * 8
+
+
+def assert_equal(a: Any, b: Any, where: str) -> None:
+    if isinstance(b, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for k in b:
+            assert_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(b, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def step_losses(run: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if r["kind"] == "step"]
+
+
+@pytest.mark.slow
+def test_full_disk_at_a_checkpoint_then_resume_is_bit_equal(tmp_path, small_disks):
+    args = [*ARGS, "--epochs", "3"]  # the last --epochs counts
+    ref = tmp_path / "ref"
+    done = subprocess.run(cli("pretrain", *args, "--out", str(ref)), env=env(), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    size = (ref / "checkpoints" / "last.pt").stat().st_size
+    disk = small_disks.mount(size * 3 // 2)  # room for one checkpoint, not for a second beside it
+    run = disk / "run"
+    full = subprocess.run(
+        cli("pretrain", *args, "--out", str(run)), env=env(), capture_output=True, text=True
+    )
+    ckpt = run / "checkpoints" / "last.pt"
+    assert full.returncode == 2
+    assert full.stderr == (
+        f"error: cannot write checkpoint {ckpt}: no space left on device; "
+        f"the previous checkpoint {ckpt} is intact\n"
+    )
+    assert [p.name for p in ckpt.parent.iterdir()] == ["last.pt"]  # no temp file left
+    assert load_checkpoint(ckpt)["epoch"] == 1  # epoch 2's checkpoint did not fit
+
+    small_disks.resize(disk, 64 * 2**20)  # space freed
+    resumed = subprocess.run(
+        cli("pretrain", "--out", str(run), "--resume"), env=env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_training(run, ref, epochs=3)

@@ -14,6 +14,7 @@ load refuses; format 2 stores it as :func:`rng_state` describes.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -43,14 +44,35 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     """Write ``obj`` with ``torch.save`` to a temporary file in the same directory, then rename.
 
     ``os.replace`` is atomic on POSIX: a crash at any point leaves either the previous file or
-    the new one, never a partial file.
+    the new one, never a partial file. ``obj`` is serialised in memory first and written with
+    plain file calls, so that a failing write (a full disk) keeps the system's own error.
+
+    Raises:
+        ContrastkitError: if the file cannot be written (no space left on device, ...); the
+            temporary file is removed and a previous file at ``path`` is left as it was.
     """
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        _write_and_replace(path, buffer.getbuffer())
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        previous = (
+            f"the previous checkpoint {path} is intact"
+            if path.is_file()
+            else "no earlier checkpoint exists"
+        )
+        raise ContrastkitError(f"cannot write checkpoint {path}: {reason}; {previous}") from None
+
+
+def _write_and_replace(path: Path, data: memoryview) -> None:
+    """Write ``data`` to a new temporary file beside ``path``, sync it, rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
