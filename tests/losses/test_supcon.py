@@ -116,8 +116,8 @@ def test_identical_embeddings_closed_form():
     n, v = 4, 3
     features = torch.ones(n, v, 8, dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 2])
-    for impl in ("reference", "dense"):
-        loss = supcon(features, labels, temperature=0.3, impl=impl)
+    for impl in ("reference", "dense", "tiled"):
+        loss = supcon(features, labels, temperature=0.3, impl=impl, tile_size=5)
         torch.testing.assert_close(loss, torch.tensor(math.log(n * v - 1), dtype=torch.float64))
 
 
@@ -128,10 +128,10 @@ def test_orthogonal_two_classes_by_hand():
     features = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]]], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1])
     anchor_loss = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 1.0))
-    for impl in ("reference", "dense"):
+    for impl in ("reference", "dense", "tiled"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # some anchors have positives: no warning
-            loss = supcon(features, labels, temperature=tau, impl=impl)
+            loss = supcon(features, labels, temperature=tau, impl=impl, tile_size=2)
         # sample 2 has no positive and is left out of the mean
         torch.testing.assert_close(loss, torch.tensor(anchor_loss, dtype=torch.float64))
 

@@ -298,12 +298,134 @@ def test_nothing_quadratic_is_saved_for_backward():
     assert sizes and max(sizes) <= 4 * n * (d + 2)  # O(N·D); an (N, N) matrix has 1,048,576
 
 
-def test_auto_switches_on_size(monkeypatch):
-    assert not tiled.auto_is_tiled(8, 8, symmetric=True)
-    assert tiled.auto_is_tiled(4096, 4096, symmetric=False)
+def _backward_nodes(loss: torch.Tensor) -> set[str]:
+    """Names of every autograd node behind ``loss``: which code computed it."""
+    names, seen, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(child for child, _ in node.next_functions)
+    return names
+
+
+def _path(loss: torch.Tensor) -> str:
+    """The path that computed ``loss``: the tiled Function in its graph, or "dense"."""
+    nodes = _backward_nodes(loss)
+    tiled_nodes = {"_SymmetricLSEBackward": "symmetric", "_RectangularLSEBackward": "rectangular"}
+    found = [path for node, path in tiled_nodes.items() if node in nodes]
+    assert len(found) <= 1, found
+    return found[0] if found else "dense"
+
+
+def _auto_case(loss: str, n: int) -> torch.Tensor:
+    """The loss of ``loss`` at batch size n with impl="auto", on D = 2 inputs that need a grad."""
+    gen = _gen(40)
+    if loss == "info_nce_unpaired":  # 768 queries against n shared negatives
+        q, k = torch.randn(2, 768, 2, generator=gen, requires_grad=True)
+        return info_nce(q, k, torch.randn(n, 2, generator=gen), impl="auto")
+    if loss == "info_nce":
+        q, k = torch.randn(2, n, 2, generator=gen, requires_grad=True)
+        return info_nce(q, k, impl="auto")
+    if loss == "nt_xent":
+        z1, z2 = torch.randn(2, n, 2, generator=gen, requires_grad=True)
+        return nt_xent(z1, z2, impl="auto")
+    mode = "one" if loss == "supcon_one" else "all"
+    feats = torch.randn(n, 2, 2, generator=gen, requires_grad=True)
+    return supcon(feats, torch.arange(n) % 3, contrast_mode=mode, impl="auto")
+
+
+@pytest.mark.parametrize(
+    ("loss", "below", "at", "tiled_path"),
+    [
+        # the first batch size whose anchors × contrasts reaches AUTO_MIN_PAIRS, and the one before
+        ("nt_xent", 191, 192, "symmetric"),  # 2N × 2N ≥ 384²
+        ("supcon_all", 191, 192, "symmetric"),  # NV × NV ≥ 384², V = 2
+        ("supcon_one", 543, 544, "rectangular"),  # N × NV ≥ 768², V = 2
+        ("info_nce", 767, 768, "rectangular"),  # N × N ≥ 768²
+        ("info_nce_unpaired", 767, 768, "rectangular"),  # 768 queries × M negatives ≥ 768²
+    ],
+)
+def test_auto_switches_on_size(loss, below, at, tiled_path):
+    # the path that ran, read from the autograd graph; values alone hold whichever path ran
+    assert _path(_auto_case(loss, below)) == "dense"
+    assert _path(_auto_case(loss, at)) == tiled_path
+
+
+def test_auto_follows_the_crossover_table(monkeypatch):
+    z1, z2 = torch.randn(2, 6, 4, dtype=F64, requires_grad=True)
+    assert _path(nt_xent(z1, z2, impl="auto")) == "dense"
     monkeypatch.setattr(tiled, "AUTO_MIN_PAIRS", {"symmetric": 1, "rectangular": 1})
-    z1, z2 = torch.randn(6, 4, dtype=F64), torch.randn(6, 4, dtype=F64)
-    torch.testing.assert_close(nt_xent(z1, z2, impl="auto"), reference.nt_xent(z1, z2), **TOL)
+    loss = nt_xent(z1, z2, impl="auto")
+    assert _path(loss) == "symmetric"
+    torch.testing.assert_close(loss, reference.nt_xent(z1, z2), **TOL)
+
+
+# --- a denominator of one term, which is the positive: exactly 0, exactly zero gradients ------
+
+
+def _one_term_cases() -> dict[str, tuple[str, ...]]:
+    """Batches where every anchor with a positive has |A(i)| = 1 (so A(i) = P(i) = {p})."""
+    return {
+        "nt_xent N=1": ("nt_xent", "1"),
+        "supcon no labels N=1 V=2 all": ("supcon", "1x2", "none", "all"),
+        "supcon no labels N=1 V=2 one": ("supcon", "1x2", "none", "one"),
+        "supcon labels N=1 V=2 all": ("supcon", "1x2", "labels", "all"),
+        "supcon labels N=1 V=2 one": ("supcon", "1x2", "labels", "one"),
+        "supcon labels N=2 V=1 all": ("supcon", "2x1", "labels", "all"),
+        "supcon labels N=2 V=1 one": ("supcon", "2x1", "labels", "one"),
+        "supcon base_temperature N=1 V=2": ("supcon", "1x2", "none", "all", "tau_b"),
+        "info_nce in-batch N=1 mean": ("info_nce", "mean"),
+        "info_nce in-batch N=1 none": ("info_nce", "none"),
+    }
+
+
+def _one_term_loss(case: tuple[str, ...], impl: str, dtype: torch.dtype):
+    gen = _gen(41)
+    tau = torch.tensor(0.07, dtype=dtype, requires_grad=True)
+    options = {"impl": impl, "tile_size": 1} if impl == "tiled" else {"impl": impl}
+    if case[0] == "nt_xent":
+        z1, z2 = torch.randn(2, 1, 5, generator=gen, dtype=dtype, requires_grad=True)
+        return nt_xent(z1, z2, tau, **options), [z1, z2, tau]
+    if case[0] == "info_nce":
+        q, k = torch.randn(2, 1, 5, generator=gen, dtype=dtype, requires_grad=True)
+        return info_nce(q, k, None, tau, reduction=case[1], **options), [q, k, tau]
+    n, v = (int(x) for x in case[1].split("x"))
+    feats = torch.randn(n, v, 5, generator=gen, dtype=dtype, requires_grad=True)
+    labels = None if case[2] == "none" else torch.full((n,), 3)
+    base = 0.5 if case[-1] == "tau_b" else None
+    loss = supcon(feats, labels, tau, base_temperature=base, contrast_mode=case[3], **options)
+    return loss, [feats, tau]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("impl", ["reference", "dense", "tiled"])
+@pytest.mark.parametrize("case", list(_one_term_cases().values()), ids=list(_one_term_cases()))
+def test_one_term_denominator_is_exactly_zero(case, impl, dtype):
+    # ℓ_i = −log(e^{l}/e^{l}) = 0 and so is every gradient, learnable τ included: the tiled code
+    # must not return the rounding difference of two separately computed numbers (up to 1e-4)
+    loss, leaves = _one_term_loss(case, impl, dtype)
+    grads = torch.autograd.grad(loss.sum(), leaves)
+    assert torch.equal(loss, torch.zeros_like(loss)), loss
+    for leaf, grad in zip(leaves, grads, strict=True):
+        assert torch.equal(grad, torch.zeros_like(leaf)), grad
+
+
+def test_rectangular_one_term_rows_beside_longer_rows():
+    # one contrast (anchor 0 itself): anchor 0 has no term, the others one, which is their positive
+    anchors = torch.randn(4, 3, generator=_gen(42), dtype=F64, requires_grad=True)
+    contrasts = anchors[:1]
+    classes = torch.zeros(4, dtype=torch.long)
+    self_index = torch.tensor([0, -1, -1, -1])
+    r, num_positives = row_log_probs_tiled(
+        anchors, contrasts, classes, classes[:1], self_index, 0.1, tile_size=2
+    )
+    assert num_positives.tolist() == [0, 1, 1, 1]
+    assert torch.equal(r, torch.zeros(4, dtype=F64))
+    (grad,) = torch.autograd.grad(r.sum(), [anchors])
+    assert torch.equal(grad, torch.zeros_like(grad))
 
 
 def test_tile_size_must_be_positive():

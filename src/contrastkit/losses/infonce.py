@@ -11,7 +11,7 @@ from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
 from contrastkit.losses._gathered import global_classes, resolve_impl, rows_against_all
 from contrastkit.losses._validate import Temperature
-from contrastkit.losses.tiled import auto_is_tiled, tiled_log_sum_exp
+from contrastkit.losses.tiled import auto_is_tiled, positive_log_prob, tiled_log_sum_exp
 
 IMPLS = ("auto", "reference", "dense", "tiled")
 
@@ -113,7 +113,8 @@ def info_nce(
             neg = prepare(negative_keys, normalize, q.dtype)  # (M, D)
             negative_lse = tiled_log_sum_exp(q, neg, None, tau, tile_size=tile_size)  # (N,)
             log_denominator = torch.logaddexp(positive_logits, negative_lse)
-        losses = log_denominator - positive_logits  # (N,)
+        num_terms = k.shape[0] if negative_keys is None else 1 + negative_keys.shape[0]
+        losses = -positive_log_prob(positive_logits, log_denominator, num_terms)  # (N,)
         if reduction == "none":
             return losses
         return losses.mean() if reduction == "mean" else losses.sum()

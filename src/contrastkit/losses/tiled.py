@@ -55,6 +55,7 @@ __all__ = [
     "AUTO_MIN_PAIRS",
     "DEFAULT_TILE_SIZE",
     "auto_is_tiled",
+    "positive_log_prob",
     "row_log_probs_tiled",
     "self_row_log_probs_tiled",
     "tiled_log_sum_exp",
@@ -446,6 +447,28 @@ def tiled_log_sum_exp(
     return _RectangularLSE.apply(anchors, contrasts, temperature, self_index.long(), t)
 
 
+def positive_log_prob(positive_logit: Tensor, lse: Tensor, num_terms: Tensor | int) -> Tensor:
+    r"""log(e^{l_ip} / Σ_{c∈A(i)} e^{l_ic}) = l_ip − lse_i, exactly 0 where A(i) holds one term.
+
+    The positive lies in A(i), so a one-term denominator is the positive itself and the exact
+    value is l − l = 0, with a zero gradient. The tiled code computes l_ip (plain products) and
+    lse_i (a shifted ``exp2``/``log2``) apart, so their difference would be rounding noise there
+    (N = 1: up to 1e-4 in float32, with a nonzero dℓ/dτ); the dense code's ``logsumexp`` of one
+    term returns the term itself.
+
+    Args:
+        positive_logit: l_ip, or the mean over P(i) of it (then P(i) = A(i) where it matters).
+            Shape: (A,).
+        lse: log Σ_{c∈A(i)} e^{l_ic}. Shape: (A,).
+        num_terms: |A(i)|, per row or one for all.
+
+    Returns:
+        Shape: (A,).
+    """
+    single = torch.as_tensor(num_terms, device=lse.device) == 1
+    return torch.where(single, 0.0, positive_logit - lse)
+
+
 class _PositiveSums(torch.autograd.Function):
     """pos_i = a_i·(S_{k(i)} − w_i c_{self(i)}), S_k = Σ_{c: k(c)=k} c_c, w_i ∈ {0, 1}.
 
@@ -552,7 +575,8 @@ def row_log_probs_tiled(
     )
     lse = tiled_log_sum_exp(anchors, contrasts, self_index, temperature, tile_size=tile_size)
     mean_positive = positive_sum / temperature / num_positives.clamp(min=1)
-    r = torch.where(num_positives > 0, mean_positive - lse, 0.0)
+    num_terms = contrasts.shape[0] - (self_index >= 0).long()  # |A(i)|, (A,)
+    r = torch.where(num_positives > 0, positive_log_prob(mean_positive, lse, num_terms), 0.0)
     return r, num_positives
 
 
@@ -576,5 +600,5 @@ def self_row_log_probs_tiled(
     positive_sum, num_positives = _positive_logit_sums(z, z, classes, classes, index)
     lse = tiled_log_sum_exp(z, None, None, temperature, tile_size=tile_size)
     mean_positive = positive_sum / temperature / num_positives.clamp(min=1)
-    r = torch.where(num_positives > 0, mean_positive - lse, 0.0)
+    r = torch.where(num_positives > 0, positive_log_prob(mean_positive, lse, z.shape[0] - 1), 0.0)
     return r, num_positives
