@@ -6,6 +6,7 @@ The message always says what was received and what was expected, so that a user 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -35,10 +36,77 @@ def embeddings(name: str, x: object, ndim: int, shape_doc: str) -> Tensor:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{name} must be non-empty {shape_doc}, got shape {tuple(x.shape)}")
+    has_data(name, x)
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s)")
     return x
+
+
+def has_data(name: str, x: Tensor) -> None:
+    """Refuse a tensor on the meta device: it has a shape but no values to compute with."""
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{name} must hold values (a tensor on cpu, cuda, ...), got a tensor on the meta device"
+        )
+
+
+def one_dtype(*named: tuple[str, Tensor | None]) -> None:
+    """Check that the embedding tensors of one loss share the first one's floating dtype.
+
+    A loss computes in one dtype; mixing float32 and float64 would silently pick one of them
+    (the one that happens to come first, or the promotion of both).
+    """
+    present = [(name, x) for name, x in named if x is not None]
+    first_name, first = present[0]
+    for name, x in present[1:]:
+        if x.dtype != first.dtype:
+            raise ValueError(
+                f"{name} must have the dtype of {first_name} ({first.dtype}), got {x.dtype}"
+            )
+
+
+def one_device(*named: tuple[str, object]) -> None:
+    """Check that every tensor among the arguments lies on the first one's device."""
+    present = [(name, x) for name, x in named if isinstance(x, Tensor)]
+    first_name, first = present[0]
+    for name, x in present[1:]:
+        if x.device != first.device:
+            raise ValueError(
+                f"{name} must be on the device of {first_name} ({first.device}), got {x.device}"
+            )
+
+
+def flag(name: str, value: object) -> bool:
+    """Check a switch: True or False (not 0/1, not a string, which would always be true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def tile_size(value: object) -> int | None:
+    """Check ``tile_size``: None (the measured default) or an integer ≥ 1 (not a bool)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"tile_size must be None or an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def fast_options(
+    impl: object, impls: Iterable[str], tile: object, gather: object
+) -> tuple[str, int | None]:
+    """Check the options of the in-batch losses that only the fast code reads.
+
+    They are checked whatever the ``impl``, so that a bad value fails where it is written rather
+    than when a larger batch switches ``impl="auto"`` to the tiled code.
+
+    Returns:
+        ``(impl, tile_size)``.
+    """
+    impl = choice("impl", impl, impls)
+    gather_impl(gather, impl)
+    return impl, tile_size(tile)
 
 
 def same_size(name: str, x: Tensor, dim: int, expected: int, what: str) -> None:
@@ -58,6 +126,7 @@ def temperature(t: object, name: str = "temperature") -> Temperature:
             )
         if not t.is_floating_point():
             raise ValueError(f"{name} tensor must be floating point, got dtype {t.dtype}")
+        has_data(name, t)
         value = float(t.detach())
     elif isinstance(t, int | float) and not isinstance(t, bool):
         value = float(t)
@@ -80,6 +149,7 @@ def labels(y: object, n: int, name: str = "labels") -> Tensor:
         raise ValueError(
             f"{name} must have one entry per sample: expected N = {n}, got {y.shape[0]}"
         )
+    has_data(name, y)
     return y
 
 
@@ -105,7 +175,9 @@ def gather_impl(gather: object, impl: str) -> None:
 # --- the argument sets of each loss family (shared by the oracle and the fast versions) ---------
 
 
-def ntxent_args(z1: object, z2: object, t: object) -> tuple[Tensor, Tensor, Temperature]:
+def ntxent_args(
+    z1: object, z2: object, t: object, normalize: object
+) -> tuple[Tensor, Tensor, Temperature]:
     """Validate ``nt_xent``'s inputs: two ``(N, D)`` views of the same N samples."""
     z1 = embeddings("z1", z1, 2, "(N, D)")
     z2 = embeddings("z2", z2, 2, "(N, D)")
@@ -113,7 +185,11 @@ def ntxent_args(z1: object, z2: object, t: object) -> tuple[Tensor, Tensor, Temp
         raise ValueError(
             f"z1 and z2 must have the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    return z1, z2, temperature(t)
+    one_dtype(("z1", z1), ("z2", z2))
+    t = temperature(t)
+    one_device(("z1", z1), ("z2", z2), ("temperature", t))
+    flag("normalize", normalize)
+    return z1, z2, t
 
 
 def supcon_args(
@@ -122,6 +198,7 @@ def supcon_args(
     t: object,
     base_t: object,
     contrast_mode: object,
+    normalize: object,
 ) -> tuple[Tensor, Tensor | None, Temperature, Temperature | None, str]:
     """Validate ``supcon``'s inputs: ``(N, V, D)`` features, optional ``(N,)`` labels."""
     features = embeddings("features", features, 3, "(N, V, D)")
@@ -132,9 +209,12 @@ def supcon_args(
             "features has V = 1 view and labels is None: no anchor can have a positive; "
             "pass labels (N,) or at least 2 views (N, V>=2, D)"
         )
+    t = temperature(t)
     tb = None if base_t is None else temperature(base_t, "base_temperature")
+    one_device(("features", features), ("labels", y), ("temperature", t), ("base_temperature", tb))
     mode = choice("contrast_mode", contrast_mode, ("all", "one"))
-    return features, y, temperature(t), tb, mode
+    flag("normalize", normalize)
+    return features, y, t, tb, mode
 
 
 def info_nce_args(
@@ -144,6 +224,7 @@ def info_nce_args(
     t: object,
     negative_mode: object,
     reduction: object,
+    normalize: object,
 ) -> tuple[Tensor, Tensor, Tensor | None, Temperature, str, str]:
     """Validate ``info_nce``'s inputs: ``(N, D)`` queries and keys, optional negatives."""
     query = embeddings("query", query, 2, "(N, D)")
@@ -164,7 +245,12 @@ def info_nce_args(
             negative_keys = embeddings("negative_keys", negative_keys, 3, "(N, M, D) when paired")
             same_size("negative_keys", negative_keys, 0, n, "N")
             same_size("negative_keys", negative_keys, 2, d, "D")
-    return query, positive_key, negative_keys, temperature(t), mode, red
+    keys = (("query", query), ("positive_key", positive_key), ("negative_keys", negative_keys))
+    one_dtype(*keys)
+    t = temperature(t)
+    one_device(*keys, ("temperature", t))
+    flag("normalize", normalize)
+    return query, positive_key, negative_keys, t, mode, red
 
 
 def margin_args(
@@ -183,6 +269,9 @@ def margin_args(
         raise ValueError(
             f"same must have shape (N,) = ({x1.shape[0]},), got shape {tuple(same.shape)}"
         )
+    one_dtype(("x1", x1), ("x2", x2))
+    has_data("same", same)
+    one_device(("x1", x1), ("x2", x2), ("same", same))
     if same.dtype != torch.bool:
         if same.is_complex() or not bool(((same == 0) | (same == 1)).all()):
             raise ValueError("same must be bool or hold only 0/1 values (1 = same class)")

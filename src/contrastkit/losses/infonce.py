@@ -66,8 +66,10 @@ def info_nce(
         float32).
 
     Raises:
-        ValueError: on wrong shapes, N/D mismatch between query and keys, empty or non-finite
-            input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``; ``gather=True``
+        ValueError: on wrong shapes, N/D mismatch between query and keys, query and keys of
+            different dtypes, inputs on different devices or on the meta device, empty or
+            non-finite input, τ ≤ 0, unknown ``negative_mode``, ``reduction`` or ``impl``,
+            ``tile_size`` not None or an integer ≥ 1, ``normalize`` not a bool; ``gather=True``
             with ``impl="reference"`` or with ``negative_keys``.
 
     Reference: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive
@@ -75,11 +77,10 @@ def info_nce(
     """
     query, positive_key, negative_keys, temperature, negative_mode, reduction = (
         _validate.info_nce_args(
-            query, positive_key, negative_keys, temperature, negative_mode, reduction
+            query, positive_key, negative_keys, temperature, negative_mode, reduction, normalize
         )
     )
-    impl = _validate.choice("impl", impl, IMPLS)
-    _validate.gather_impl(gather, impl)
+    impl, tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
     if gather and negative_keys is not None:
         raise ValueError(
             "gather=True gathers the in-batch negatives; with explicit negative_keys there is "
@@ -166,15 +167,13 @@ class InfoNCELoss(nn.Module):
         gather: bool = False,
     ):
         super().__init__()
-        self.tile_size = tile_size
         self.temperature = _validate.temperature(temperature)
         self.negative_mode = _validate.choice(
             "negative_mode", negative_mode, ("unpaired", "paired")
         )
-        self.normalize = normalize
+        self.normalize = _validate.flag("normalize", normalize)
         self.reduction = _validate.choice("reduction", reduction, ("mean", "sum", "none"))
-        self.impl = _validate.choice("impl", impl, IMPLS)
-        _validate.gather_impl(gather, self.impl)
+        self.impl, self.tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
         self.gather = gather
 
     def forward(

@@ -41,7 +41,8 @@ def margin_pair(
         else float32).
 
     Raises:
-        ValueError: on wrong shapes, ``same`` not (N,) bool/0-1, empty or non-finite input,
+        ValueError: on wrong shapes, ``same`` not (N,) bool/0-1, x1 and x2 of different dtypes,
+            inputs on different devices or on the meta device, empty or non-finite input,
             negative margin, unknown ``reduction`` or ``impl``.
 
     Reference: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant

@@ -58,15 +58,16 @@ def nt_xent(
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
 
     Raises:
-        ValueError: on wrong shapes, N/D mismatch, empty or non-finite input, τ ≤ 0, unknown
-            impl, ``gather=True`` with ``impl="reference"``.
+        ValueError: on wrong shapes, N/D mismatch, z1 and z2 of different dtypes, inputs on
+            different devices or on the meta device, empty or non-finite input, τ ≤ 0, unknown
+            impl, ``tile_size`` not None or an integer ≥ 1, ``normalize`` not a bool,
+            ``gather=True`` with ``impl="reference"``.
 
     Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of
     Visual Representations", ICML 2020, Algorithm 1.
     """
-    z1, z2, temperature = _validate.ntxent_args(z1, z2, temperature)
-    impl = _validate.choice("impl", impl, IMPLS)
-    _validate.gather_impl(gather, impl)
+    z1, z2, temperature = _validate.ntxent_args(z1, z2, temperature, normalize)
+    impl, tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
     impl = resolve_impl(impl, 2 * z1.shape[0], 2 * z1.shape[0], gather=gather, symmetric=True)
@@ -119,10 +120,8 @@ class NTXentLoss(nn.Module):
     ):
         super().__init__()
         self.temperature = _validate.temperature(temperature)
-        self.normalize = normalize
-        self.impl = _validate.choice("impl", impl, IMPLS)
-        self.tile_size = tile_size
-        _validate.gather_impl(gather, self.impl)
+        self.normalize = _validate.flag("normalize", normalize)
+        self.impl, self.tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
         self.gather = gather
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ def nt_xent(
     ℓ_i = −log( e^{s_{i,p(i)}/τ} / Σ_{a≠i} e^{s_{ia}/τ} ),  L = (1/2N) Σ_i ℓ_i,
     over the 2N views z = [z1; z2], where p(i) is the other view of the same sample.
     """
-    z1, z2, temperature = _validate.ntxent_args(z1, z2, temperature)
+    z1, z2, temperature = _validate.ntxent_args(z1, z2, temperature, normalize)
     out_dtype = _validate.compute_dtype(z1)
     z = prepare(torch.cat([z1, z2]), normalize, torch.float64)  # (2N, D)
     tau = _f64(temperature)
@@ -70,7 +70,7 @@ def supcon(
     them (``contrast_mode="all"``) or view 0 of each sample (``"one"``).
     """
     features, labels, temperature, base_temperature, contrast_mode = _validate.supcon_args(
-        features, labels, temperature, base_temperature, contrast_mode
+        features, labels, temperature, base_temperature, contrast_mode, normalize
     )
     out_dtype = _validate.compute_dtype(features)
     n, v, _ = features.shape
@@ -116,7 +116,7 @@ def info_nce(
     """
     query, positive_key, negative_keys, temperature, negative_mode, reduction = (
         _validate.info_nce_args(
-            query, positive_key, negative_keys, temperature, negative_mode, reduction
+            query, positive_key, negative_keys, temperature, negative_mode, reduction, normalize
         )
     )
     out_dtype = _validate.compute_dtype(query)

@@ -69,17 +69,17 @@ def supcon(
         The mean loss, a 0-dim tensor (float64 for float64 inputs, else float32).
 
     Raises:
-        ValueError: on wrong shapes, labels not (N,) integers, V = 1 without labels, empty or
-            non-finite input, τ ≤ 0, unknown ``contrast_mode`` or ``impl``, ``gather=True`` with
-            ``impl="reference"``.
+        ValueError: on wrong shapes, labels not (N,) integers, V = 1 without labels, inputs on
+            different devices or on the meta device, empty or non-finite input, τ ≤ 0, unknown
+            ``contrast_mode`` or ``impl``, ``tile_size`` not None or an integer ≥ 1,
+            ``normalize`` not a bool, ``gather=True`` with ``impl="reference"``.
 
     Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
     """
     features, labels, temperature, base_temperature, contrast_mode = _validate.supcon_args(
-        features, labels, temperature, base_temperature, contrast_mode
+        features, labels, temperature, base_temperature, contrast_mode, normalize
     )
-    impl = _validate.choice("impl", impl, IMPLS)
-    _validate.gather_impl(gather, impl)
+    impl, tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
     if impl == "reference":
         return reference.supcon(
             features,
@@ -164,15 +164,13 @@ class SupConLoss(nn.Module):
         gather: bool = False,
     ):
         super().__init__()
-        self.tile_size = tile_size
         self.temperature = _validate.temperature(temperature)
         self.base_temperature = (
             None if base_temperature is None else _validate.temperature(base_temperature)
         )
         self.contrast_mode = _validate.choice("contrast_mode", contrast_mode, ("all", "one"))
-        self.normalize = normalize
-        self.impl = _validate.choice("impl", impl, IMPLS)
-        _validate.gather_impl(gather, self.impl)
+        self.normalize = _validate.flag("normalize", normalize)
+        self.impl, self.tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
         self.gather = gather
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:

@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contrastkit.losses import _validate
 from contrastkit.losses._validate import Temperature
 
 __all__ = [
@@ -91,10 +92,8 @@ def auto_is_tiled(anchors: int, contrasts: int, *, symmetric: bool) -> bool:
 
 
 def _tile(tile_size: int | None) -> int:
-    t = DEFAULT_TILE_SIZE if tile_size is None else int(tile_size)
-    if t < 1:
-        raise ValueError(f"tile_size must be a positive integer, got {tile_size}")
-    return t
+    t = _validate.tile_size(tile_size)
+    return DEFAULT_TILE_SIZE if t is None else t
 
 
 _LOG2E = 1.0 / math.log(2.0)
