@@ -108,6 +108,16 @@ _MIN_SUM = {
 }
 
 
+def _inexact(rows: Tensor) -> Tensor:
+    """Rows whose fixed-shift sum cannot be trusted, to be redone by the online running max.
+
+    Too small (≤ √tiny: terms were flushed, also 0 and NaN) or infinite: a term that is ≤ 1 in
+    exact arithmetic overflowed because its exponent carries the rounding of the logits,
+    ε·|logit| (float32, unnormalised rows, |logit| ≳ 1e9).
+    """
+    return ~((rows >= _MIN_SUM[rows.dtype]) & (rows < math.inf))
+
+
 def _max_spread(dtype: torch.dtype) -> float:
     """Largest spread of per-row shifts whose exponentials e^{±spread/2} stay far from overflow."""
     return 0.5 * math.log(torch.finfo(dtype).max)  # ≈ 44 in float32, 354 in float64
@@ -205,7 +215,7 @@ def _rect_forward(a: Tensor, k: Tensor, scale2: float, self_index: Tensor, t: in
             _mask_self(e, si, j0, span)
             acc.add_(e.exp2_().sum(1))
     lse2 = bound + rows.log2()
-    poor = ~(rows >= _MIN_SUM[a.dtype])  # also catches 0 (every term flushed) and NaN
+    poor = _inexact(rows)
     if bool(poor.any()):
         index = torch.arange(n_a, device=a.device)[poor]
         lse2[index] = _rect_forward_online(a[index] * scale2, k, self_index[index], t)
@@ -224,8 +234,10 @@ def _rect_backward(
 ) -> tuple[Tensor, Tensor | None]:
     """Gradients of Σ_i g_i lse_i with respect to a and k, recomputing each tile.
 
-    P_ic = 2^(logit2_ic − lse2_i) comes from one GEMM with the shift as an extra column, so it
-    never overflows; g_i/τ scales the (TI, D) results, not the tile.
+    P_ic = 2^(logit2_ic − lse2_i) comes from one GEMM with the shift as an extra column; g_i/τ
+    scales the (TI, D) results, not the tile. The exponent is ≤ 0 exactly, but the recomputed
+    logit carries a rounding of ε·|logit| that the forward's lse2 does not share: clamped at 0,
+    P stays ≤ 1 as in the dense softmax (unclamped, float32 logits of 1e9 gave P = 2^100, inf).
     Shape: a (A, D), k (C, D) → (A, D), (C, D).
     """
     n_a, n_c = a.shape[0], k.shape[0]
@@ -245,7 +257,7 @@ def _rect_backward(
             p = _tile_buffer(flat, min(t, n_a - i0), min(t, n_c - j0))
             torch.mm(qa[i0 : i0 + t], ka[j0 : j0 + t].T, out=p)  # (TI, TJ) = log2 P ≤ 0
             _mask_self(p, si, j0, span)
-            p.exp2_()
+            p.clamp_(max=0.0).exp2_()  # P ≤ 1 exactly: clamp the rounding (see docstring)
             acc.addmm_(p, k[j0 : j0 + t])
             if dk is not None:
                 dk[j0 : j0 + t].addmm_(p.T, ga[i0 : i0 + t])
@@ -354,7 +366,7 @@ def _sym_backward(z: Tensor, scale2: float, lse: Tensor, grad: Tensor, t: int) -
             ti, tj = min(t, n - i0), min(t, n - j0)
             e = _tile_buffer(flat_e, ti, tj)
             torch.mm(ya[i0 : i0 + t], yb[j0 : j0 + t].T, out=e)
-            e.exp2_()
+            e.clamp_(max=0.0).exp2_()  # E ≤ 1 exactly: clamp the rounding (see _rect_backward)
             if i0 == j0:
                 e.fill_diagonal_(0.0)
             w = _tile_buffer(flat_w, ti, tj)
@@ -407,7 +419,7 @@ def _sym_lse_robust(z: Tensor, scale2: float, t: int) -> Tensor:
         # norms too unequal for one shared shift: per-row shifts
         return _rect_forward(z, z, scale2, index, t) * _LN2
     lse2, rows = _sym_forward(z, scale2, t)
-    poor = ~(rows >= _MIN_SUM[z.dtype])  # also catches 0 (every term flushed) and NaN
+    poor = _inexact(rows)
     if bool(poor.any()):
         bad = index[poor]
         lse2[bad] = _rect_forward_online(z[bad] * scale2, z, bad, t)
