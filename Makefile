@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-losses test lint typecheck pytest bench clean
+.PHONY: demo demo-losses test lint typecheck pytest fuzz bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
 test: lint typecheck pytest
+
+# 10,000 seeded float32-vs-float64 cases (make test runs the first 5,000); see tests/losses/test_fuzz.py
+fuzz: $(STAMP)
+	CONTRASTKIT_FUZZ_CASES=10000 $(PY) -m pytest -q -n 2 tests/losses/test_fuzz.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
