@@ -123,7 +123,7 @@ def test_pretrain_probe_and_config_file(tmp_path, capsys):
         (["pretrain", "--data", "imagenet"], "unknown data set 'imagenet'"),
         (["pretrain", "--model", "vit", *TINY], "unknown model 'vit'"),
         (["pretrain", "--method", "byol"], "unknown method 'byol'"),
-        (["pretrain", "--batch-size", "1"], "batch size must be >= 2"),
+        (["pretrain", "--batch-size", "1"], "--batch-size (batch_size) must be an integer >= 2"),
         (
             ["pretrain", "--data", "fashion-mnist", "--data-root", "{tmp}"],
             "Fashion-MNIST IDX files not found",
@@ -182,3 +182,20 @@ def test_supcon_on_unlabelled_split_is_refused(tmp_path, capsys):
     ]
     assert main([*args, "--method", "supcon", "--out", str(tmp_path / "o")]) == 2
     assert "needs labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pretrain", "--epochs", "ten"], "error: argument --epochs: invalid int value: 'ten'"),
+        (["pretrain", "--temperature"], "error: argument --temperature: expected one argument"),
+        (["knn"], "error: the following arguments are required: run_dir"),
+        (["train"], "error: argument command: invalid choice: 'train'"),
+    ],
+)
+def test_a_flag_the_parser_rejects_is_one_line_too(capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert err.rstrip().endswith("--help`)")

@@ -13,7 +13,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from contrastkit.errors import ContrastkitError
 
@@ -143,6 +143,14 @@ class _ReportConfig:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``error: ...``, like contrastkit's own."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: <message> (see `<prog> --help`)`` and exit with status 2."""
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per function."""
     from contrastkit.train.config import (
@@ -153,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         RunConfig,
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="contrastkit",
         description="Contrastive representation learning: pretrain, probe, report.",
     )

@@ -52,8 +52,8 @@ def test_knn_and_probe_writes_what_knn_then_linear_probe_write(ce_run, monkeypat
 
 def test_knn_and_probe_rejects_bad_knn_settings_before_extracting(ce_run, monkeypatch):
     calls = _count_extractions(monkeypatch)
-    with pytest.raises(ContrastkitError, match="k must be >= 1"):
+    with pytest.raises(ContrastkitError, match=r"--k \(k\) must be an integer >= 1, got 0"):
         knn_and_probe(ce_run, device="cpu", knn_options={"k": 0})
-    with pytest.raises(ContrastkitError, match="t > 0"):
+    with pytest.raises(ContrastkitError, match=r"--t \(t\) must be a finite number > 0, got 0.0"):
         knn_and_probe(ce_run, device="cpu", knn_options={"t": 0.0})
     assert calls == []

@@ -70,7 +70,9 @@ def test_pretrain_on_a_dataset_object_and_probe_it(tmp_path):
 def test_bad_inputs(tmp_path):
     with pytest.raises(ContrastkitError, match="unknown option"):
         pretrain(data="digits", epoch=3)
-    with pytest.raises(ContrastkitError, match="batch size must be >= 2"):
+    with pytest.raises(
+        ContrastkitError, match=r"--batch-size \(batch_size\) must be an integer >= 2"
+    ):
         pretrain(data="digits", batch_size=1, out=str(tmp_path / "a"))
     with pytest.raises(ContrastkitError, match="unknown method"):
         pretrain(data="digits", method="byol", out=str(tmp_path / "b"))

@@ -186,7 +186,7 @@ def test_resume_may_add_methods_with_the_runs_options_but_not_drop_any(tmp_path,
     assert before["methods"] == "ce"
     with pytest.raises(ContrastkitError, match=r"without the run's method\(s\) ce: a resume may"):
         run(out=str(out), resume=True, methods="supcon")
-    with pytest.raises(ContrastkitError, match=r"unknown method\(s\) \['byol'\]"):
+    with pytest.raises(ContrastkitError, match=r"unknown method 'byol' for --methods"):
         run(out=str(out), resume=True, methods="ce,byol")
     with pytest.raises(ContrastkitError, match=r"different options: lr=0.1 \(run has 0.05\)"):
         run(out=str(out), resume=True, methods="ce,supcon", lr=0.1)

@@ -223,7 +223,6 @@ def knn(
     t0 = time.perf_counter()
     cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
     run = load_encoder(run_dir, cfg.device)
-    _knn_settings(run, cfg)  # bad k or t fails before the features are computed
     train = _labelled(_split(run, train_data, "train"), "the kNN bank")
     test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
     ftr, fte = _features(run, train), _features(run, test)
@@ -231,10 +230,9 @@ def knn(
 
 
 def _knn_settings(run: LoadedRun, cfg: KnnConfig) -> tuple[int, float]:
+    """The k and t given (checked by ``KnnConfig``'s rules), else the run's."""
     k = cfg.k if cfg.k is not None else int(run.config.get("knn_k") or 200)
     t = cfg.t if cfg.t is not None else float(run.config.get("knn_t") or 0.1)
-    if k < 1 or t <= 0:
-        raise ContrastkitError(f"k must be >= 1 and t > 0, got k={k}, t={t}")
     return k, t
 
 
@@ -298,7 +296,6 @@ def knn_and_probe(
     kcfg = from_dict(KnnConfig, {**(knn_options or {}), **common})
     pcfg = from_dict(ProbeConfig, {**(probe_options or {}), **common})
     run = load_encoder(run_dir, device)
-    _knn_settings(run, kcfg)
     train = _labelled(_split(run, train_data, "train"), "the evaluation's training data")
     test = _labelled(_split(run, test_data or train_data, "test"), "the evaluation's test data")
     ftr, fte = _features(run, train), _features(run, test)

@@ -31,10 +31,9 @@ from contrastkit.data import (
 )
 from contrastkit.errors import ContrastkitError
 from contrastkit.losses import nt_xent, supcon
-from contrastkit.models import NORMS
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
-from contrastkit.train.config import METHODS, OPTIMIZERS, PretrainConfig, from_dict, to_dict
+from contrastkit.train.config import PretrainConfig, from_dict, to_dict
 from contrastkit.train.device import autocast, autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
@@ -73,7 +72,9 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     """Turn keyword options into a complete, validated config (recipe defaults filled in).
 
     With ``resume=True`` the run's saved ``config.yaml`` is the base and the options given must
-    agree with it (except ``device`` and ``quiet``).
+    agree with it (except ``device`` and ``quiet``). Every option is checked by
+    :func:`~contrastkit.train.config.validate` (through ``from_dict``), the device's support
+    of the precision here: all before anything is created on disk.
 
     Raises:
         ContrastkitError: on unknown keys, wrong types, invalid values or a resume mismatch.
@@ -82,25 +83,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     if cfg.resume:
         resumed = rundir.resumed_options(options, "pretrain", data_object=data_is_object)
         return from_dict(PretrainConfig, resumed)
-    if cfg.method not in METHODS:
-        raise ContrastkitError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ContrastkitError(
-            f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
-        )
-    if cfg.norm not in NORMS:
-        raise ContrastkitError(f"unknown norm {cfg.norm!r}; choose one of {', '.join(NORMS)}")
-    autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a known name the device can do
-    if cfg.batch_size < 2:
-        raise ContrastkitError(
-            f"batch size must be >= 2 (a contrastive batch needs negatives), got {cfg.batch_size}"
-        )
-    if cfg.epochs < 1:
-        raise ContrastkitError(f"epochs must be >= 1, got {cfg.epochs}")
-    if cfg.views < 1 or (cfg.method == "simclr" and cfg.views < 2):
-        raise ContrastkitError(f"views must be >= 2 for simclr (>= 1 otherwise), got {cfg.views}")
-    if cfg.limit is not None and cfg.limit < 2:
-        raise ContrastkitError(f"limit must be >= 2, got {cfg.limit}")
+    autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a precision the device can do
     defaults = method_defaults(cfg.method, cfg.optimizer)
     defaults["knn_k"] = data_defaults(rundir.CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
