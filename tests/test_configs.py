@@ -1,7 +1,8 @@
 """Every recipe shipped under ``configs/`` loads and runs: options known, values accepted.
 
 The real recipes train on Fashion-MNIST for 15 epochs; here each runs on the built-in digits
-for one tiny epoch in float32, with only the size and data flags overridden, so a renamed
+for two tiny epochs in float32 (longer than the recipes' 1-epoch warm-up, which a shorter
+run would shorten), with only the size and data flags overridden, so a renamed
 option, an unknown augmentation preset or a bad value in a config file fails in CI.
 """
 
@@ -15,7 +16,7 @@ from contrastkit.cli import main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 SMALL = [
-    "--data", "digits", "--limit", "64", "--batch-size", "32", "--epochs", "1",
+    "--data", "digits", "--limit", "64", "--batch-size", "32", "--epochs", "2",
     "--precision", "fp32", "--probe-epochs", "1", "--knn-every", "0", "--knn-k", "10",
     "--quiet", "--device", "cpu",
 ]  # fmt: skip

@@ -20,10 +20,12 @@ _LAZY = {
     "report": ("contrastkit.train.report", "build_report"),
     "seed_summary": "contrastkit.train.report",
     "ContrastkitError": "contrastkit.errors",
+    "ContrastkitWarning": "contrastkit.errors",
 }
 
 __all__ = [
     "ContrastkitError",
+    "ContrastkitWarning",
     "__version__",
     "embed",
     "knn",

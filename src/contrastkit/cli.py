@@ -1,21 +1,24 @@
 """The ``contrastkit`` command line: a thin layer over the keyword-only Python functions.
 
 Every flag comes from a config dataclass field (its help text included); ``--config FILE.yaml``
-supplies values and flags override them. Bad input prints ``error: ...`` and exits with 2.
+supplies values and flags override them. Bad input prints ``error: ...`` and exits with 2, a
+file-system error ``error: ...`` naming the path and exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
-from contrastkit.errors import ContrastkitError
+from contrastkit.errors import ContrastkitError, ContrastkitWarning
 
 POSITIONAL = {"run_dir"}
 
@@ -72,9 +75,12 @@ def _cmd_pretrain(opts: dict[str, Any]) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     knn = "–" if r.knn_acc is None else f"{100 * r.knn_acc:.2f} %"
-    print(
-        f"pretrained {r.epochs} epochs in {r.seconds:.1f} s: loss {r.loss:.4f}, kNN test accuracy {knn}"
-    )
+    loss = "–" if math.isnan(r.loss) else f"{r.loss:.4f}"
+    figures = f"{r.epochs} epochs in {r.seconds:.1f} s: loss {loss}, kNN test accuracy {knn}"
+    if r.already_finished:
+        print(f"{r.run_dir} was already finished, nothing to train; it pretrained {figures}")
+    else:
+        print(f"pretrained {figures}")
     print(f"run directory: {r.run_dir}")
 
 
@@ -213,8 +219,38 @@ def _check_launch(command: str) -> None:
         )
 
 
+def os_error_message(e: OSError) -> str:
+    """One line for a file-system error: what happened, and to which path(s)."""
+    text = e.strerror or str(e)
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    return text + (f": {' -> '.join(paths)}" if paths else "")
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print contrastkit's own warnings as ``warning: ...``; others as Python does."""
+    if issubclass(category, ContrastkitWarning):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted).
+    """Run the CLI; returns the exit status: 0 ok, 1 file-system error, 2 bad input, 130 ^C.
+
+    Errors print one line, ``error: ...``, without a traceback: bad input (a
+    ``ContrastkitError``) and file-system errors (an ``OSError``: a read-only or full disk,
+    a missing permission), which name the path. contrastkit's warnings print as
+    ``warning: ...``.
 
     Sets ``OMP_WAIT_POLICY=PASSIVE`` unless already set (before torch loads): on a machine
     shared with other jobs, spinning OpenMP threads made small steps 3–9× slower (measured).
@@ -223,11 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        _check_launch(ns.command)
-        ns.func(_options(ns))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            _check_launch(ns.command)
+            ns.func(_options(ns))
     except ContrastkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -179,6 +179,7 @@ def test_ddp_pretraining_equals_one_process_on_the_same_global_batches(
 def test_ddp_run_directory_is_written_once_by_rank_0(runs: dict[str, Path]) -> None:
     run = runs["ddp"]
     assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",  # rank 0's lock while it trained
         "checkpoints",
         "config.yaml",
         "metrics.jsonl",

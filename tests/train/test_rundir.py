@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -135,3 +136,184 @@ def test_resume_keeps_a_dataset_object_run_and_a_registry_run_apart(tmp_path):
     resumed = rundir.resumed_options(given, "pretrain", data_object=True)
     assert resumed == {**given, "method": "ce", "resume": True}
     assert rundir.resumed_options({"out": str(named)}, "pretrain")["data"] == "digits"
+
+
+# --- metrics.jsonl: a torn last line is dropped, other damage is one error naming the line ------
+
+
+def _metrics(path, data: bytes):
+    path.mkdir(exist_ok=True)
+    (path / rundir.METRICS).write_bytes(data)
+    return path
+
+
+STEP1 = b'{"kind": "step", "step": 1}\n'
+STEP2 = b'{"kind": "step", "step": 2}\n'
+
+
+def test_a_torn_last_line_is_left_out_and_a_resume_drops_it(tmp_path):
+    run = _metrics(tmp_path / "r", STEP1 + STEP2 + b'{"kind": "epoch", "ep')
+    assert rundir.read_metrics(run) == [{"kind": "step", "step": 1}, {"kind": "step", "step": 2}]
+    rundir.truncate_metrics(run, 1)
+    assert (run / rundir.METRICS).read_bytes() == STEP1
+    # a complete JSON object without its newline is torn too: the write did not finish
+    run = _metrics(tmp_path / "s", STEP1 + STEP2.rstrip(b"\n"))
+    assert rundir.read_metrics(run) == [{"kind": "step", "step": 1}]
+    rundir.truncate_metrics(run, 5)
+    assert (run / rundir.METRICS).read_bytes() == STEP1
+    assert [p.name for p in run.iterdir()] == [rundir.METRICS]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (STEP1 + b"garbage\n" + STEP2, r"line 2 is not JSON \(Expecting value at column 1\)"),
+        (
+            STEP1 + STEP2 + b'{"kind": "step", "x": "\xff"}\n',
+            r"line 3 is not UTF-8 text \(byte 0xff",
+        ),
+        (b"\xff\xfe\n" + STEP1, r"line 1 is not UTF-8 text \(byte 0xff at offset 0\)"),
+        (STEP1 + b"[1, 2]\n", r'line 2 is not a metrics record \(a JSON object with a "kind"\)'),
+        (STEP1 + b'{"step": 3}\n' + STEP2, r"line 2 is not a metrics record"),
+    ],
+    ids=["not JSON", "bad UTF-8 in a line", "bad UTF-8 first", "a list", "no kind"],
+)
+def test_other_damage_is_one_error_naming_file_and_line(tmp_path, data, message):
+    run = _metrics(tmp_path / "r", data)
+    for read in (rundir.read_metrics, lambda p: rundir.truncate_metrics(p, 1)):
+        with pytest.raises(ContrastkitError, match=message) as info:
+            read(run)
+        assert str(info.value).startswith(str(run / rundir.METRICS))
+        assert "\n" not in str(info.value)
+    assert (run / rundir.METRICS).read_bytes() == data  # left for the user to repair
+
+
+def test_a_damaged_json_result_is_one_error_naming_the_file(tmp_path):
+    (tmp_path / "knn.json").write_bytes(
+        b'{"test_acc": 0.9'
+    )  # a probe.json written before atomic writes
+    with pytest.raises(ContrastkitError, match=r"knn.json is not JSON \(Expecting"):
+        rundir.read_json(tmp_path / "knn.json")
+    (tmp_path / "probe.json").write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(ContrastkitError, match=r"probe.json is not UTF-8 text \(byte 0xff"):
+        rundir.read_json(tmp_path / "probe.json")
+
+
+# --- writes: atomic, and an OSError says what failed on which path ------------------------------
+
+
+def test_write_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "config.yaml"
+    target.write_text("old\n")
+    rundir.write_atomic(target, "new\n")
+    assert target.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # like open(): the umask
+    missing = tmp_path / "no" / "such" / "x.json"
+    with pytest.raises(FileNotFoundError, match=f"cannot write {missing}: No such file"):
+        rundir.write_json(missing, {})
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- starting over: only an unstarted run's own files, never anything else ----------------------
+
+
+def _unstarted(path):
+    """What a start killed between config.yaml and its first checkpoint leaves."""
+    path.mkdir()
+    (path / "config.yaml").write_text("method: ce\n")
+    (path / "metrics.jsonl").write_text('{"kind": "step", "step": 1}\n{"kind": "st')
+    (path / ".lock").write_text("")
+    (path / ".config.yaml.1a2b3c4d.tmp").write_text("method")  # killed mid-write
+    (path / "checkpoints").mkdir()
+    (path / "checkpoints" / ".last.pt.k2j3h4.tmp").write_bytes(b"PK\x03")
+    return path
+
+
+def test_a_new_run_reuses_a_directory_left_before_the_first_checkpoint(tmp_path):
+    run = _unstarted(tmp_path / "r")
+    assert rundir.unstarted_entries(run) == []
+    with rundir.open_run_dir(run, resume=False):
+        assert [p.name for p in run.iterdir()] == [".lock"]  # the rest of that start is gone
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("notes.txt", r"already exists \(notes.txt\); pass --resume"),
+        ("checkpoints/last.pt", r"already exists \(checkpoints\); pass --resume"),
+        ("probe.json", r"already exists \(probe.json\); pass --resume"),
+        ("checkpoints/keep/x", r"already exists \(checkpoints\)"),
+    ],
+)
+def test_a_directory_with_anything_else_is_refused_and_left_alone(tmp_path, extra, message):
+    run = _unstarted(tmp_path / "r")
+    (run / extra).parent.mkdir(parents=True, exist_ok=True)
+    (run / extra).write_text("mine")
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    with pytest.raises(ContrastkitError, match=message):
+        rundir.open_run_dir(run, resume=False)
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+    assert (run / extra).read_text() == "mine"
+
+
+def test_a_users_directory_is_never_taken(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(b"png")
+    with pytest.raises(ContrastkitError, match=r"holds files that are not a run's \(a.png\)"):
+        rundir.open_run_dir(tmp_path / "photos", resume=False)
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["a.png"]  # no lock file either
+
+
+def test_a_run_root_reuses_unstarted_method_directories_only(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "config.yaml").write_text("methods: supcon,ce\n")
+    (root / "baselines.json").write_text("{}")
+    _unstarted(root / "supcon")
+    own = (rundir.CONFIG, rundir.LOCK, "baselines.json")
+    (root / "ce").mkdir()
+    (root / "ce" / "checkpoints").mkdir()
+    (root / "ce" / "checkpoints" / "last.pt").write_bytes(b"weights")
+    with pytest.raises(ContrastkitError, match=r"already exists \(ce\)"):
+        rundir.open_run_dir(root, resume=False, own=own, sub_runs=True)
+    assert (root / "ce" / "checkpoints" / "last.pt").is_file() and (root / "supcon").is_dir()
+    (root / "ce" / "checkpoints" / "last.pt").unlink()
+    with rundir.open_run_dir(root, resume=False, own=own, sub_runs=True):
+        assert [p.name for p in root.iterdir()] == [".lock"]
+
+
+def test_resume_and_reuse_of_a_path_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(ContrastkitError, match="exists and is not a directory"):
+        rundir.open_run_dir(f, resume=False)
+    with pytest.raises(ContrastkitError, match=r"cannot resume: .* is not a directory"):
+        rundir.open_run_dir(f, resume=True)
+
+
+def test_resume_of_a_directory_stopped_before_its_config_says_to_start_again(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / ".lock").write_text("")
+    with pytest.raises(ContrastkitError, match="stopped before it began: start it again without"):
+        rundir.resumed_options({"out": str(run)}, "pretrain")
+
+
+# --- the lock -----------------------------------------------------------------------------------
+
+
+def test_a_second_lock_is_refused_at_once_naming_the_holder(tmp_path):
+    with rundir.RunLock(tmp_path):
+        info = json.loads((tmp_path / ".lock").read_text())
+        assert info["pid"] == os.getpid() and {"host", "command", "started"} <= set(info)
+        with pytest.raises(ContrastkitError, match=f"is in use by pid {os.getpid()} on "):
+            rundir.RunLock(tmp_path)
+        with pytest.raises(ContrastkitError, match="is in use by"):
+            rundir.open_run_dir(tmp_path, resume=True)
+    with rundir.RunLock(tmp_path):  # released: free again
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
-from contrastkit.errors import ContrastkitError
+from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
 from contrastkit.train.config import (
@@ -40,6 +41,13 @@ class LoadedRun:
     config: dict[str, Any]
     shape: DataShape
     device: torch.device
+    epoch: int = 0
+    finished: bool = True
+
+    @property
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What the evaluation files record of the weights: the epoch and whether it was the last."""
+        return {"checkpoint_epoch": self.epoch, "checkpoint_finished": self.finished}
 
     @property
     def feature_options(self) -> dict[str, Any]:
@@ -59,6 +67,8 @@ class LoadedRun:
 def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild the run's encoder from ``checkpoints/last.pt`` (weights only, eval mode).
 
+    Warns when the run is unfinished (its checkpoint is of an epoch before the last).
+
     Raises:
         ContrastkitError: if the directory holds no run or the checkpoint is unreadable.
     """
@@ -77,7 +87,36 @@ def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         proj_dim=cfg["proj_dim"],
     )
     encoder.load_state_dict(ckpt["encoder"])
-    return LoadedRun(encoder.to(dev).eval(), cfg, shape, dev)
+    finished = bool(ckpt.get("finished", True))
+    if not finished:
+        warnings.warn(
+            f"{path} is unfinished: its checkpoint holds epoch {ckpt.get('epoch')} of "
+            f"{cfg.get('epochs')}; evaluating those weights (resume it to finish: "
+            f"contrastkit pretrain --out {path} --resume)",
+            ContrastkitWarning,
+            stacklevel=3,
+        )
+    epoch = int(ckpt.get("epoch", 0))
+    return LoadedRun(encoder.to(dev).eval(), cfg, shape, dev, epoch, finished)
+
+
+def neighbours(k: int, bank_size: int, what: str) -> int:
+    """The k a kNN vote uses: ``k``, or the bank's size when it is smaller (with a warning).
+
+    Args:
+        k: The neighbours asked for.
+        bank_size: Labelled images in the bank.
+        what: Who votes, for the warning (``the kNN monitor``, ``kNN``).
+    """
+    if k <= bank_size:
+        return k
+    warnings.warn(
+        f"{what}: k={k} is more than the {bank_size} training images of its bank; "
+        f"using k={bank_size}",
+        ContrastkitWarning,
+        stacklevel=3,
+    )
+    return bank_size
 
 
 def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
@@ -138,8 +177,10 @@ def linear_probe(
         **options: Fields of :class:`~contrastkit.train.config.ProbeConfig` (``epochs``, ``lr``…).
 
     Returns:
-        The content of ``probe.json``: train/test accuracy, confusion matrix, settings, and
-        ``seconds``, the wall time of loading, feature extraction and training.
+        The content of ``probe.json``: train/test accuracy, confusion matrix, settings,
+        ``checkpoint_epoch`` and ``checkpoint_finished`` (the weights' epoch and whether it was
+        the run's last: an unfinished run also warns) and ``seconds``, the wall time of
+        loading, feature extraction and training.
     """
     t0 = time.perf_counter()
     cfg = from_dict(ProbeConfig, {"run_dir": str(run_dir), **options})
@@ -192,14 +233,22 @@ def _write_probe(
     if run.config["method"] == "ce":
         out["head_test_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
     out.update(extra or {})
+    out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
     rundir.write_json(path / "probe.json", out)
-    np.savez(
-        path / "embeddings_test.npz",
-        features=fte.cpu().numpy().astype(np.float32),
-        labels=test.labels.numpy().astype(np.int64),
-    )
+    _write_npz(path / "embeddings_test.npz", fte, test.labels)
     return out
+
+
+def _write_npz(path: Path, features: Tensor, labels: Tensor, **extra: Any) -> None:
+    """Features (N, F) as float32 and labels (N,) as int64 (and ``extra`` arrays) to ``path``."""
+    with rundir.os_errors("write", path):
+        np.savez(
+            path,
+            features=features.cpu().numpy().astype(np.float32),
+            labels=labels.numpy().astype(np.int64),
+            **extra,
+        )
 
 
 @torch.no_grad()
@@ -218,7 +267,9 @@ def knn(
 ) -> dict[str, Any]:
     """Weighted cosine kNN accuracy of the frozen features; writes ``knn.json`` (``contrastkit knn``).
 
-    ``knn.json`` holds the accuracy, k, t, the split sizes and ``seconds`` (wall time).
+    ``knn.json`` holds the accuracy, the k used (at most the bank's size: a larger one warns),
+    t, the split sizes, ``checkpoint_epoch``, ``checkpoint_finished`` (see
+    :func:`linear_probe`) and ``seconds`` (wall time).
     """
     t0 = time.perf_counter()
     cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
@@ -246,8 +297,12 @@ def _write_knn(
     fte: Tensor,
     t0: float,
 ) -> dict[str, Any]:
-    """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``."""
+    """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``.
+
+    ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`).
+    """
     k, t = _knn_settings(run, cfg)
+    k = neighbours(k, len(train), "kNN")
     acc = knn_accuracy(
         ftr,
         train.labels,
@@ -258,6 +313,7 @@ def _write_knn(
         t=t,
     )
     out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
+    out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
     rundir.write_json(path / "knn.json", out)
     return out
@@ -310,8 +366,10 @@ def knn_and_probe(
 def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:
     """Write the backbone features of a split to ``.npz`` (``contrastkit embed``).
 
-    The file holds ``features`` (N, F) float32 (the encoder output, before any head) and
-    ``labels`` (N,) int64 (-1 where unlabelled).
+    The file holds ``features`` (N, F) float32 (the encoder output, before any head),
+    ``labels`` (N,) int64 (-1 where unlabelled), and ``checkpoint_epoch`` and
+    ``checkpoint_finished`` (0-d): the epoch of the weights and whether it was the run's last
+    (an unfinished run also warns).
 
     Returns:
         The path written.
@@ -319,10 +377,12 @@ def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:
     cfg = from_dict(EmbedConfig, {"run_dir": str(run_dir), **options})
     run = load_encoder(run_dir, cfg.device)
     ds = _split(run, data, cfg.split)
-    feats = _features(run, ds).cpu().numpy().astype(np.float32)
+    feats = _features(run, ds)
     out = Path(cfg.out)
     if out.suffix != ".npz":
         out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, features=feats, labels=ds.labels.numpy().astype(np.int64))
+    with rundir.os_errors("create directory", out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: np.array(v) for k, v in run.checkpoint_state.items()}
+    _write_npz(out, feats, ds.labels, **state)
     return out

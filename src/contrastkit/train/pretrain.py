@@ -8,8 +8,10 @@ the losses gather their contrasts across processes, and every write goes through
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +31,13 @@ from contrastkit.data import (
     dataset_info,
     resolve_dataset,
 )
-from contrastkit.errors import ContrastkitError
+from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.losses import nt_xent, supcon
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import rundir
 from contrastkit.train.config import PretrainConfig, from_dict, to_dict
 from contrastkit.train.device import autocast, autocast_dtype, resolve_device
+from contrastkit.train.evaluate import neighbours
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks, default_model
@@ -56,6 +59,8 @@ class PretrainResult:
         knn_acc: kNN-monitor test accuracy after the last epoch (None without labelled test
             data, or when ``pretrain`` was called with ``final_knn=False``).
         loss: Mean loss of the last epoch.
+        already_finished: The run was finished before this call (a resume that trained
+            nothing); the figures are those its last epoch recorded.
     """
 
     run_dir: Path
@@ -63,6 +68,7 @@ class PretrainResult:
     seconds: float
     knn_acc: float | None
     loss: float
+    already_finished: bool = False
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -74,7 +80,8 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     With ``resume=True`` the run's saved ``config.yaml`` is the base and the options given must
     agree with it (except ``device`` and ``quiet``). Every option is checked by
     :func:`~contrastkit.train.config.validate` (through ``from_dict``), the device's support
-    of the precision here: all before anything is created on disk.
+    of the precision here: all before anything is created on disk. A warm-up not shorter
+    than the run is shortened (:func:`fit_warmup`).
 
     Raises:
         ContrastkitError: on unknown keys, wrong types, invalid values or a resume mismatch.
@@ -87,7 +94,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     defaults = method_defaults(cfg.method, cfg.optimizer)
     defaults["knn_k"] = data_defaults(rundir.CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
-    cfg = replace(cfg, **filled)
+    cfg = fit_warmup(replace(cfg, **filled))
     if data_is_object:
         cfg = replace(cfg, data=rundir.CUSTOM_DATA)
     if cfg.out is None:
@@ -95,6 +102,33 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
         name = cfg.data.replace(":", "-").replace("/", "-").strip("<>").replace(" ", "-")
         cfg = replace(cfg, out=f"runs/{name}-{cfg.method}-{stamp}")
     return cfg
+
+
+WARMUP_SHARE = 0.1
+"""The warm-up used, as a share of the run, when the one given is not shorter than the run:
+the share of the 10 warm-up epochs in the 100-epoch SimCLR and SupCon recipes."""
+
+
+def fit_warmup(cfg: PretrainConfig) -> PretrainConfig:
+    """Shorten a warm-up that is not shorter than the run, with a warning.
+
+    Such a warm-up ends the run at the peak learning rate, without any decay (``--epochs 1``
+    with the 10-epoch default is all warm-up); it becomes :data:`WARMUP_SHARE` of the run,
+    the value ``config.yaml`` then records.
+    """
+    assert cfg.warmup_epochs is not None
+    if cfg.warmup_epochs < cfg.epochs:
+        return cfg
+    used = WARMUP_SHARE * cfg.epochs
+    warnings.warn(
+        f"a warm-up of {cfg.warmup_epochs:g} epochs (--warmup-epochs) is not shorter than the "
+        f"run ({cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}): the learning rate would "
+        f"only rise; warming up for {used:g} epochs instead (a tenth of the run; config.yaml "
+        "records it)",
+        ContrastkitWarning,
+        stacklevel=4,
+    )
+    return replace(cfg, warmup_epochs=used)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -496,6 +530,10 @@ def pretrain(
 ) -> PretrainResult:
     """Pretrain an encoder and write a run directory (``contrastkit pretrain``).
 
+    A directory that a start left before its first checkpoint (killed, out of disk, or failed)
+    is started over, by a new call or by ``resume=True`` (then with its saved options); the
+    directory is locked while the run trains (:class:`~contrastkit.train.rundir.RunLock`).
+
     Args:
         data: A registry name (``digits``, the default; ``cifar10``, ``folder:PATH``…) or any
             ``Dataset`` of ``(image tensor (C, H, W), label)``.
@@ -512,7 +550,9 @@ def pretrain(
         ``final_knn=False``) and the last epoch's loss.
 
     Raises:
-        ContrastkitError: on bad options or data, or an existing run directory without resume.
+        ContrastkitError: on bad options or data, a run directory holding other work without
+            resume, or a run directory another process is using (naming it).
+        OSError: on a file-system error, saying what failed on which path.
     """
     if isinstance(data, str):
         options = {"data": data, **options}
@@ -547,7 +587,6 @@ def _pretrain(
     device: torch.device,
     final_knn: bool,
 ) -> PretrainResult:
-    world = distributed.world_size()
     _launch_errors(lambda: distributed.local_batch_size(cfg.batch_size))
     if cfg.sync_bn and device.type != "cuda":
         raise ContrastkitError(
@@ -557,29 +596,119 @@ def _pretrain(
     run_data = load_run_data(cfg, source, test_data)
     if cfg.model is None:
         cfg = replace(cfg, model=default_model(run_data.shape))
+    augment = _augmentation(cfg, source, run_data)
+    if run_data.bank is not None and run_data.test is not None and is_main():
+        neighbours(cfg.knn_k or 200, len(run_data.bank), "the kNN monitor")  # warns if clamped
     assert cfg.out is not None
     run_dir = cfg.out
-    distributed.main_first(lambda: rundir.prepare_run_dir(run_dir, resume=cfg.resume))
-    out = Path(cfg.out)
+    # only rank 0 creates, checks and locks the directory; every process waits for it
+    lock = distributed.main_first(lambda: rundir.open_run_dir(run_dir, resume=cfg.resume))
+    try:
+        state, resumed = _start(cfg, run_data, device)
+        if resumed and state.epoch >= cfg.epochs:
+            return _finished(cfg, state, run_data, augment, device, final_knn)
+        return _train(cfg, state, run_data, augment, device, final_knn, resumed)
+    finally:
+        if lock is not None:
+            lock.release()
 
-    state = build_training_state(cfg, run_data.shape, len(run_data.train), device)
-    ckpt_path = out / rundir.CHECKPOINT
-    if cfg.resume:
-        load_state(state, ckpt_io.load_checkpoint(ckpt_path, map_location=device))
-        if is_main():
-            rundir.truncate_metrics(out, state.step)
-    elif is_main():
-        saved = {**to_dict(cfg), "resume": False}
-        prov = {**rundir.provenance(str(device)), "world_size": world}
-        rundir.write_config(out, saved, prov)
 
+def _augmentation(
+    cfg: PretrainConfig, source: str | Dataset[tuple[Tensor, int]], run_data: RunData
+) -> MultiViewAugment:
+    """The run's augmentation: ``--augment``, else the data set's preset."""
     preset = cfg.augment or (
         dataset_info(source).preset
         if isinstance(source, str)
         else ("simclr" if run_data.shape.channels == 3 else "fashion-mnist")
     )
     views = 1 if cfg.method == "ce" else cfg.views
-    augment = MultiViewAugment(preset, views, run_data.shape.mean, run_data.shape.std)
+    return MultiViewAugment(preset, views, run_data.shape.mean, run_data.shape.std)
+
+
+def _start(
+    cfg: PretrainConfig, run_data: RunData, device: torch.device
+) -> tuple[TrainingState, bool]:
+    """Build the training state, restored from the run's checkpoint if it has one.
+
+    Without a checkpoint the run starts at step 0: a new run, a directory reused from a start
+    that never reached its first checkpoint, or a ``--resume`` of such a directory (with its
+    saved options). Rank 0 then deletes what that start left (its metrics, temporaries) and
+    writes ``config.yaml``.
+
+    Returns:
+        The state and whether it came from a checkpoint.
+    """
+    out = Path(str(cfg.out))
+    state = build_training_state(cfg, run_data.shape, len(run_data.train), device)
+    ckpt_path = out / rundir.CHECKPOINT
+    if ckpt_path.is_file():  # every process sees the directory as rank 0 prepared it
+        load_state(state, ckpt_io.load_checkpoint(ckpt_path, map_location=device))
+        if is_main():
+            rundir.truncate_metrics(out, state.step)
+        return state, True
+    if is_main():
+        rundir.discard_unstarted(out, keep=(rundir.CONFIG, rundir.LOCK))
+        saved = {**to_dict(cfg), "resume": False}
+        prov = {**rundir.provenance(str(device)), "world_size": distributed.world_size()}
+        rundir.write_config(out, saved, prov)
+    return state, False
+
+
+def _finished(
+    cfg: PretrainConfig,
+    state: TrainingState,
+    run_data: RunData,
+    augment: MultiViewAugment,
+    device: torch.device,
+    final_knn: bool,
+) -> PretrainResult:
+    """The result of resuming a finished run: its last epoch's figures; nothing is trained.
+
+    The loss and kNN accuracy are those ``metrics.jsonl`` recorded for the last epoch; the kNN
+    monitor runs only when that epoch was not monitored (and ``final_knn`` asks for it).
+    """
+    out = Path(str(cfg.out))
+    epochs = [r for r in rundir.read_metrics(out) if r["kind"] == "epoch"]
+    last = epochs[-1] if epochs else {}
+    knn_acc = last.get("knn_acc")
+    if is_main():
+        if knn_acc is None and final_knn:
+            knn_acc = knn_monitor(cfg, state, run_data, device)
+        _write_snapshot(cfg, state, run_data, augment, device, again=False)
+    distributed.barrier()
+    loss = float(last.get("loss", math.nan))
+    final = knn_acc if final_knn else None
+    return PretrainResult(out, state.epoch, state.elapsed, final, loss, already_finished=True)
+
+
+def _write_snapshot(
+    cfg: PretrainConfig,
+    state: TrainingState,
+    run_data: RunData,
+    augment: MultiViewAugment,
+    device: torch.device,
+    again: bool,
+) -> None:
+    """Write ``similarity.npz`` (:func:`similarity_snapshot`) if absent, or ``again``."""
+    out = Path(str(cfg.out))
+    if again or not (out / "similarity.npz").exists():
+        snap: dict[str, Any] = similarity_snapshot(cfg, state, run_data, augment, device)
+        with rundir.os_errors("write", out / "similarity.npz"):
+            np.savez(out / "similarity.npz", **snap)
+
+
+def _train(
+    cfg: PretrainConfig,
+    state: TrainingState,
+    run_data: RunData,
+    augment: MultiViewAugment,
+    device: torch.device,
+    final_knn: bool,
+    resumed: bool,
+) -> PretrainResult:
+    """Train from ``state`` to the last epoch: metrics and a checkpoint after every epoch."""
+    out = Path(str(cfg.out))
     images = run_data.train.images.to(device)
     labels = run_data.train.labels.to(device)
     per_epoch = steps_per_epoch(len(images), cfg.batch_size)
@@ -617,14 +746,11 @@ def _pretrain(
             for r in records:
                 rundir.append_metrics(out, r)
             finished = state.epoch == cfg.epochs
+            ckpt_path = out / rundir.CHECKPOINT
             ckpt_io.save_atomic(state_dict(state, cfg, run_data.shape, finished), ckpt_path)
     bar.close()
-    if is_main():
-        if not (out / "similarity.npz").exists() or cfg.resume:
-            snap: dict[str, Any] = similarity_snapshot(cfg, state, run_data, augment, device)
-            np.savez(out / "similarity.npz", **snap)
-        if knn_acc is None and cfg.resume and final_knn:
-            knn_acc = knn_monitor(cfg, state, run_data, device)
+    if is_main():  # the weights changed since a resumed run's snapshot: draw it again
+        _write_snapshot(cfg, state, run_data, augment, device, again=resumed)
     distributed.barrier()  # every process ends with the files of rank 0 written
     final = knn_acc if final_knn else None
     return PretrainResult(out, state.epoch, state.elapsed, final, loss_mean)

@@ -140,14 +140,15 @@ def build_report(run_dir: str | Path) -> Path:
     rows = [method_row(r) for r in runs]
     baselines = rundir.read_json(root / BASELINES)
     table = format_table(rows, baselines)
-    (root / "table.md").write_text(table + "\n")
+    rundir.write_atomic(root / "table.md", table + "\n")
     rundir.write_json(root / RESULTS, {"rows": rows, "baselines": baselines})
     figures: list[tuple[str, list[Path]]] = []
     curves = {}
     for run, row in zip(runs, rows, strict=True):
         figures.append((row["method"], plots.method_plots(run, row["method"])))
         curves[row["method"]] = rundir.knn_curve(run)
-    (root / "plots").mkdir(exist_ok=True)
+    with rundir.os_errors("create directory", root / "plots"):
+        (root / "plots").mkdir(exist_ok=True)
     overview = root / "plots" / "knn_all.png"
     plots.plot_knn(curves, overview)
     cfg_text = (runs[0] / rundir.CONFIG).read_text()
@@ -172,7 +173,7 @@ def build_report(run_dir: str | Path) -> Path:
     )
     parts.append("</body></html>")
     out = root / "report.html"
-    out.write_text("\n".join(parts))
+    rundir.write_atomic(out, "\n".join(parts))
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,10 @@ def run(
 ) -> dict[str, Any]:
     """Pretrain, kNN-evaluate and linear-probe each method, then write table and report.
 
+    A directory left by a start that never trained a method (killed or failed before its
+    first checkpoint) is reused; the directory is locked while the run works in it
+    (:func:`~contrastkit.train.rundir.open_run_dir`).
+
     Args:
         data: A registry name (default ``"digits"``) or a ``Dataset`` of ``(image, label)``
             (then pass ``test_data``).
@@ -46,8 +49,10 @@ def run(
         ``{"dir": path, "rows": [...], "baselines": {...}, "table": str}``.
 
     Raises:
-        ContrastkitError: on bad options, an unknown method, an existing directory,
-            ``test_data`` beside a registry name, or a resume whose options differ from the run's.
+        ContrastkitError: on bad options, an unknown method, a directory holding other work,
+            ``test_data`` beside a registry name, a resume whose options differ from the
+            run's, or a directory another process is using (naming it).
+        OSError: on a file-system error, saying what failed on which path.
     """
     is_object = data is not None and not isinstance(data, str)
     if data is not None:  # the saved config names a Dataset object by a placeholder
@@ -86,25 +91,47 @@ def run(
         raise ContrastkitError(
             "run with a Dataset object needs test_data= (a labelled test Dataset)"
         )
-    cfg = from_dict(RunConfig, options)  # every option checked (methods too)
+    cfg = from_dict(RunConfig, options)  # every option checked: nothing is created before
     methods = comma_list(cfg.methods)
     autocast_dtype(cfg.precision, resolve_device(cfg.device))  # fail before any work
     name = cfg.data if isinstance(data, str) else "dataset"
-    defaults = data_defaults(name)
-    epochs = cfg.epochs or defaults["epochs"]
-    batch_size = cfg.batch_size or defaults["batch_size"]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(cfg.out or f"runs/{name.replace(':', '-').replace('/', '-')}-{stamp}")
-    if not cfg.resume:
-        rundir.prepare_run_dir(root, resume=False)
-        rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
-
     train_src: Any = data
     kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}
     train = resolve_dataset(train_src, "train", **kw)  # type: ignore[arg-type]
     test = resolve_dataset(test_data if test_data is not None else train_src, "test", **kw)  # type: ignore[arg-type]
-    if train.has_labels and test.has_labels and not (root / BASELINES).is_file():
-        rundir.write_json(root / BASELINES, raw_pixel_baselines(train, test))
+    own = (rundir.CONFIG, rundir.LOCK, BASELINES)  # what the root holds before any method
+    with rundir.open_run_dir(root, resume=cfg.resume, own=own, sub_runs=True):
+        if not cfg.resume:
+            rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
+        if train.has_labels and test.has_labels and not (root / BASELINES).is_file():
+            rundir.write_json(root / BASELINES, raw_pixel_baselines(train, test))
+        _train_methods(root, cfg, data, test_data, kept, added)
+        build_report(root)
+    rows = [method_row(root / m) for m in methods]
+    base = rundir.read_json(root / BASELINES)
+    table = format_table(rows, base)
+    return {"dir": root, "rows": rows, "baselines": base, "table": table}
+
+
+def _train_methods(
+    root: Path,
+    cfg: RunConfig,
+    data: str | Dataset[tuple[Tensor, int]],
+    test_data: Dataset[tuple[Tensor, int]] | None,
+    kept: list[str],
+    added: list[str],
+) -> None:
+    """Pretrain and evaluate each method of ``cfg`` in ``root/<method>`` not done yet.
+
+    A method directory with a checkpoint resumes; one without (a start stopped before its
+    first checkpoint) starts over (:func:`~contrastkit.train.rundir.open_run_dir`).
+    """
+    name = cfg.data if isinstance(data, str) else "dataset"
+    defaults = data_defaults(name)
+    epochs = cfg.epochs or defaults["epochs"]
+    batch_size = cfg.batch_size or defaults["batch_size"]
 
     common: dict[str, Any] = {
         "epochs": epochs,
@@ -137,14 +164,12 @@ def run(
     eval_data: dict[str, Any] = (
         {} if isinstance(data, str) else {"train_data": data, "test_data": test_data}
     )
-    for method in methods:
+    for method in comma_list(cfg.methods):
         out = root / method
         done = (out / "probe.json").is_file() and (out / "knn.json").is_file()
         if done:
             continue
         resume = (out / rundir.CHECKPOINT).is_file()
-        if not resume and out.exists():
-            shutil.rmtree(out)  # a start that never reached its first checkpoint
         # knn.json, computed right below from the final weights, closes the kNN curve; after
         # --limit the monitor's bank is the subset, so there the last epoch is monitored too
         pretrain(
@@ -169,11 +194,6 @@ def run(
         )
     if added:  # now trained: the run lists them (its provenance stays as first written)
         rundir.update_config(root, {"methods": cfg.methods})
-    build_report(root)
-    rows = [method_row(root / m) for m in methods]
-    base = rundir.read_json(root / BASELINES)
-    table = format_table(rows, base)
-    return {"dir": root, "rows": rows, "baselines": base, "table": table}
 
 
 def _check_same_recipe(root: Path, kept: list[str], common: dict[str, Any]) -> None:
