@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from contrastkit.losses import NTXentLoss, nt_xent, reference
+from contrastkit.losses import NTXentLoss, nt_xent, reference, supcon
 
 
 @pytest.mark.parametrize(
@@ -131,3 +131,30 @@ def test_module():
     z1, z2 = torch.randn(2, 5, 4)
     torch.testing.assert_close(module(z1, z2), nt_xent(z1, z2, 0.3))
     assert "temperature=0.3" in repr(module)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize(
+    ("impl", "tile"), [("dense", None), ("tiled", None), ("tiled", 7), ("auto", None)]
+)
+# 192: the first N at which impl="auto" goes tiled (2N × 2N ≥ 384², test_tiled.py asserts it)
+@pytest.mark.parametrize("n", [1, 5, 191, 192, 300])
+def test_is_supcon_with_two_views_and_no_labels_bit_for_bit(n, impl, tile, normalize, dtype):
+    # one implementation: nt_xent is the SupCon core, so values and gradients are equal to the
+    # last bit (torch.equal, no tolerance), learnable τ included
+    gen = torch.Generator().manual_seed(n)
+    z1, z2 = torch.randn(2, n, 16, generator=gen, dtype=dtype)
+    results = []
+    for loss_fn in (
+        lambda a, b, t: nt_xent(a, b, t, normalize=normalize, impl=impl, tile_size=tile),
+        lambda a, b, t: supcon(
+            torch.stack([a, b], 1), None, t, normalize=normalize, impl=impl, tile_size=tile
+        ),
+    ):
+        a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        tau = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+        loss = loss_fn(a, b, tau)
+        results.append((loss, *torch.autograd.grad(loss, [a, b, tau])))
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want), (got - want).abs().max()

@@ -1,4 +1,14 @@
-r"""Local anchors against the contrasts of every process: the distributed form of the rows core.
+r"""The one dispatch point of the fast losses: dense or tiled, local or gathered across processes.
+
+Every fast loss reaches the dense or the tiled code here and only here: :func:`resolve_impl`
+turns ``impl="auto"`` into ``"dense"`` or ``"tiled"`` by the size of the logit matrix, and
+:data:`ROW_IMPLS` holds the functions of each. Two entry points use them:
+
+* :func:`rows_against_all`, r_i of :mod:`contrastkit.losses._rows` (SupCon, and NT-Xent as its
+  V = 2 form): any classes, each anchor excluding at most its own column, and the symmetric path
+  when the anchors are the contrasts;
+* :func:`positive_rows`, InfoNCE's r_i: one positive key per query, against every positive key
+  of the batch or against the positive and shared negatives.
 
 With ``gather=True`` a loss on process r (of W) keeps its own N_r anchors and contrasts them
 against the rows of all processes, gathered with :func:`contrastkit.distributed.gather_with_grad`;
@@ -20,21 +30,44 @@ Unlaunched (W = 1) the gathers are the identity and the result is the single-pro
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from contrastkit import distributed
-from contrastkit.losses._rows import row_log_probs
-from contrastkit.losses.tiled import auto_is_tiled, row_log_probs_tiled, self_row_log_probs_tiled
+from contrastkit.losses._rows import row_log_probs, row_log_sum_exp, self_row_log_probs
+from contrastkit.losses.tiled import (
+    auto_is_tiled,
+    positive_log_prob,
+    row_log_probs_tiled,
+    row_log_sum_exp_tiled,
+    self_row_log_probs_tiled,
+)
 
-#: ``(anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature)
+#: ``(anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, *, tile_size)
 #: -> (r, num_positives)``, the contract of :func:`contrastkit.losses._rows.row_log_probs`.
 RowFn = Callable[..., tuple[Tensor, Tensor]]
 
-#: The rectangular rows cores by ``impl`` name: the one dispatch point of the single-process and
-#: the gathered paths alike.
-ROW_IMPLS: dict[str, RowFn] = {"dense": row_log_probs, "tiled": row_log_probs_tiled}
+
+class RowsCore(NamedTuple):
+    """The functions of one implementation; each takes ``tile_size=`` (the dense ones ignore it)."""
+
+    #: r_i of anchors (A, D) against contrasts (C, D), each anchor excluding its ``self_index``.
+    rows: RowFn
+    #: ``(z, classes, temperature, *, tile_size) -> (r, num_positives)``: the anchors are the
+    #: contrasts (``self_index = arange``); the tiled one visits half of the tiles.
+    self_rows: RowFn
+    #: ``(anchors, contrasts, temperature, *, tile_size) -> lse``: log Σ_c e^{a_i·c_c/τ} over every
+    #: contrast, (A,).
+    log_sum_exp: Callable[..., Tensor]
+
+
+#: The dispatch table, by resolved ``impl`` name.
+ROW_IMPLS: dict[str, RowsCore] = {
+    "dense": RowsCore(row_log_probs, self_row_log_probs, row_log_sum_exp),
+    "tiled": RowsCore(row_log_probs_tiled, self_row_log_probs_tiled, row_log_sum_exp_tiled),
+}
 
 
 def resolve_impl(
@@ -61,6 +94,20 @@ def resolve_impl(
     return "tiled" if tiled else "dense"
 
 
+def _gather(contrasts: Tensor, gather: bool) -> tuple[Tensor, list[int] | None, int]:
+    """The contrasts of every process (``gather`` and W > 1), their counts and this one's offset.
+
+    Returns:
+        ``(contrasts, counts, offset)``: (M, D) with M = Σ_r C_r, the C_r of every process (None
+        when nothing is gathered) and the rows of the processes before this one.
+    """
+    if not (gather and distributed.world_size() > 1):
+        return contrasts, None, 0
+    counts = distributed.row_counts(contrasts)  # C_r of every process
+    offset = sum(counts[: distributed.rank()])
+    return distributed.gather_with_grad(contrasts, counts=counts), counts, offset
+
+
 def rows_against_all(
     anchors: Tensor,
     contrasts: Tensor,
@@ -84,7 +131,7 @@ def rows_against_all(
         contrast_classes: Class of each contrast. Shape: (C,).
         self_index: Column of each anchor among the local contrasts, −1 if none. Shape: (A,).
         temperature: τ, a float or a 0-dim tensor.
-        impl: A key of :data:`ROW_IMPLS`: ``"dense"`` or ``"tiled"``.
+        impl: ``"auto"``, ``"dense"`` or ``"tiled"`` (resolved here by :func:`resolve_impl`).
         gather: Contrast against the gathered contrasts of every process.
         symmetric: The anchors are the contrasts (``self_index = arange``); the tiled core then
             takes its symmetric path when nothing is gathered (W = 1 or ``gather=False``).
@@ -93,20 +140,67 @@ def rows_against_all(
     Returns:
         ``(r, num_positives)``, both (A,), as :func:`contrastkit.losses._rows.row_log_probs`.
     """
-    if gather and distributed.world_size() > 1:
-        counts = distributed.row_counts(contrasts)  # C_r of every process
-        offset = sum(counts[: distributed.rank()])  # rows of the processes before this one
-        contrasts = distributed.gather_with_grad(contrasts, counts=counts)  # (M, D), M = Σ_r C_r
+    impl = resolve_impl(
+        impl, anchors.shape[0], contrasts.shape[0], gather=gather, symmetric=symmetric
+    )
+    core = ROW_IMPLS[impl]
+    contrasts, counts, offset = _gather(contrasts, gather)
+    if counts is not None:
         contrast_classes = distributed.all_gather(contrast_classes, counts=counts)  # (M,)
         self_index = torch.where(self_index >= 0, self_index + offset, self_index)
-    elif symmetric and impl == "tiled":
-        return self_row_log_probs_tiled(
-            contrasts, contrast_classes, temperature, tile_size=tile_size
-        )
-    options = {"tile_size": tile_size} if impl == "tiled" else {}
-    return ROW_IMPLS[impl](
-        anchors, contrasts, anchor_classes, contrast_classes, self_index, temperature, **options
+    elif symmetric:
+        return core.self_rows(contrasts, contrast_classes, temperature, tile_size=tile_size)
+    return core.rows(
+        anchors,
+        contrasts,
+        anchor_classes,
+        contrast_classes,
+        self_index,
+        temperature,
+        tile_size=tile_size,
     )
+
+
+def positive_rows(
+    anchors: Tensor,
+    positives: Tensor,
+    negatives: Tensor | None,
+    temperature: Tensor | float,
+    *,
+    impl: str,
+    gather: bool,
+    tile_size: int | None = None,
+) -> Tensor:
+    r"""r_i = l_i⁺ − log Σ_{c∈K(i)} e^{l_ic} for one positive per anchor, l_i⁺ = a_i·p_i/τ.
+
+    K(i) is every positive of the batch when ``negatives`` is None (the other anchors' positives
+    are the negatives; with ``gather``, the positives of every process), else p_i and the shared
+    ``negatives``. The log-sum-exp is :attr:`RowsCore.log_sum_exp` of the resolved ``impl``; the
+    positive logit is computed apart and a one-term denominator gives exactly 0
+    (:func:`contrastkit.losses.tiled.positive_log_prob`).
+
+    Args:
+        anchors: This process's anchors (queries). Shape: (N, D).
+        positives: Row i is the positive of ``anchors[i]``. Shape: (N, D).
+        negatives: None, or negatives shared by every anchor (not gathered). Shape: (M, D).
+        temperature: τ, a float or a 0-dim tensor.
+        impl: ``"auto"``, ``"dense"`` or ``"tiled"`` (resolved here by :func:`resolve_impl`).
+        gather: With ``negatives=None``, contrast against the positives of every process.
+        tile_size: Tile edge of the tiled core; None for its default. Unused by ``"dense"``.
+
+    Returns:
+        r. Shape: (N,).
+    """
+    positive_logit = (anchors * positives).sum(1) / temperature  # (N,)
+    contrasts = positives if negatives is None else negatives
+    impl = resolve_impl(impl, anchors.shape[0], contrasts.shape[0], gather=gather)
+    contrasts, _, _ = _gather(contrasts, gather)
+    lse = ROW_IMPLS[impl].log_sum_exp(anchors, contrasts, temperature, tile_size=tile_size)
+    num_terms = contrasts.shape[0]
+    if negatives is not None:  # the positive is not among the contrasts: add its term
+        lse = torch.logaddexp(positive_logit, lse)
+        num_terms += 1
+    return positive_log_prob(positive_logit, lse, num_terms)
 
 
 def global_classes(local_index: Tensor, gather: bool) -> Tensor:

@@ -9,9 +9,8 @@ from torch import Tensor, nn
 from contrastkit import distributed
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare
-from contrastkit.losses._gathered import global_classes, resolve_impl, rows_against_all
+from contrastkit.losses._gathered import positive_rows
 from contrastkit.losses._validate import Temperature
-from contrastkit.losses.tiled import auto_is_tiled, positive_log_prob, tiled_log_sum_exp
 
 IMPLS = ("auto", "reference", "dense", "tiled")
 
@@ -99,57 +98,25 @@ def info_nce(
     q = prepare(query, normalize)
     k = prepare(positive_key, normalize, q.dtype)
     tau = as_tensor_temperature(temperature, q)
-    if gather:
-        impl = resolve_impl(impl, q.shape[0], k.shape[0], gather=True)
-        return _info_nce_gathered(q, k, tau, reduction, impl, tile_size)
-    keys = q.shape[0] if negative_keys is None else negative_keys.shape[-2]
-    paired = negative_keys is not None and negative_mode == "paired"
-    if not paired and (
-        impl == "tiled" or (impl == "auto" and auto_is_tiled(q.shape[0], keys, symmetric=False))
-    ):
-        positive_logits = (q * k).sum(1) / tau  # (N,)
-        if negative_keys is None:  # every key is in the denominator, the positive among them
-            log_denominator = tiled_log_sum_exp(q, k, None, tau, tile_size=tile_size)
-        else:
-            neg = prepare(negative_keys, normalize, q.dtype)  # (M, D)
-            negative_lse = tiled_log_sum_exp(q, neg, None, tau, tile_size=tile_size)  # (N,)
-            log_denominator = torch.logaddexp(positive_logits, negative_lse)
-        num_terms = k.shape[0] if negative_keys is None else 1 + negative_keys.shape[0]
-        losses = -positive_log_prob(positive_logits, log_denominator, num_terms)  # (N,)
-        if reduction == "none":
-            return losses
-        return losses.mean() if reduction == "mean" else losses.sum()
-    if negative_keys is None:
-        logits = q @ k.T  # (N, N); the positive of row i is column i
-        target = torch.arange(q.shape[0], device=q.device)
-    else:
-        neg = prepare(negative_keys, normalize, q.dtype)
-        if negative_mode == "unpaired":
-            negative_logits = q @ neg.T  # (N, M)
-        else:
-            negative_logits = torch.einsum("nd,nmd->nm", q, neg)  # (N, M)
+    neg = None if negative_keys is None else prepare(negative_keys, normalize, q.dtype)
+    if neg is not None and negative_mode == "paired":
+        # Dense whatever the impl: the (N, M) logits are D times smaller than the (N, M, D)
+        # negatives themselves, so a tiled loss would save no memory (docs/tiled.md).
         positive_logits = (q * k).sum(1, keepdim=True)  # (N, 1)
+        negative_logits = torch.einsum("nd,nmd->nm", q, neg)  # (N, M)
         logits = torch.cat([positive_logits, negative_logits], dim=1)  # (N, 1 + M)
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits / tau, target, reduction=reduction)
-
-
-def _info_nce_gathered(
-    q: Tensor, k: Tensor, tau: Tensor | float, reduction: str, impl: str, tile_size: int | None
-) -> Tensor:
-    """In-batch InfoNCE of the local queries against the positive keys of every process."""
-    classes = global_classes(torch.arange(q.shape[0], device=q.device), True)  # (N,)
-    no_self = torch.full_like(classes, -1)  # a query is not among the keys: k_i stays in A(i)
-    r, _ = rows_against_all(
-        q, k, classes, classes, no_self, tau, impl=impl, gather=True, tile_size=tile_size
-    )
+        return F.cross_entropy(logits / tau, target, reduction=reduction)
+    losses = -positive_rows(q, k, neg, tau, impl=impl, gather=gather, tile_size=tile_size)  # (N,)
     if reduction == "none":
-        return -r  # (N,)
+        return losses
+    if not gather:
+        return losses.mean() if reduction == "mean" else losses.sum()
     world = distributed.world_size()
     if reduction == "sum":
-        return -world * r.sum()
+        return world * losses.sum()
     total = int(distributed.all_reduce(torch.tensor(q.shape[0], device=q.device)))
-    return -(world / total) * r.sum()
+    return (world / total) * losses.sum()
 
 
 class InfoNCELoss(nn.Module):

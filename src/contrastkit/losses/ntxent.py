@@ -6,14 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
-from contrastkit.losses._common import as_tensor_temperature, prepare
-from contrastkit.losses._gathered import (
-    global_classes,
-    negative_mean,
-    resolve_impl,
-    rows_against_all,
-)
+from contrastkit.losses._common import prepare
 from contrastkit.losses._validate import Temperature
+from contrastkit.losses.supcon import supcon_rows
 
 IMPLS = ("auto", "reference", "dense", "tiled")
 
@@ -28,7 +23,7 @@ def nt_xent(
     tile_size: int | None = None,
     gather: bool = False,
 ) -> Tensor:
-    r"""NT-Xent loss of SimCLR over the 2N views of N samples.
+    r"""NT-Xent loss of SimCLR over the 2N views of N samples: SupCon with V = 2 and no labels.
 
     .. math::
         ℓ_i = -\log \frac{e^{s_{i,p(i)}/τ}}{\sum_{a \ne i} e^{s_{ia}/τ}}, \qquad
@@ -70,40 +65,11 @@ def nt_xent(
     impl, tile_size = _validate.fast_options(impl, IMPLS, tile_size, gather)
     if impl == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize)
-    impl = resolve_impl(impl, 2 * z1.shape[0], 2 * z1.shape[0], gather=gather, symmetric=True)
-    return _nt_xent_rows(z1, z2, temperature, normalize, impl, tile_size, gather)
-
-
-def _nt_xent_rows(
-    z1: Tensor,
-    z2: Tensor,
-    temperature: Temperature,
-    normalize: bool,
-    impl: str,
-    tile_size: int | None,
-    gather: bool,
-) -> Tensor:
-    """Dense or tiled, local or gathered: only the rows core and the contrasts differ."""
-    n = z1.shape[0]
+    # SupCon with V = 2 views and no labels: [z1; z2] is its view-major (V·N, D) contrast matrix
     z = prepare(torch.cat([z1, z2]), normalize)  # (2N, D): row i and row i + N are one sample
-    index = torch.arange(2 * n, device=z.device)  # (2N,)
-    classes = global_classes(index % n, gather)  # (2N,)
-    tau = as_tensor_temperature(temperature, z)
-    r, num_positives = rows_against_all(
-        z,
-        z,
-        classes,
-        classes,
-        index,
-        tau,
-        impl=impl,
-        gather=gather,
-        symmetric=True,
-        tile_size=tile_size,
+    return supcon_rows(
+        z, z1.shape[0], None, temperature, impl=impl, tile_size=tile_size, gather=gather
     )
-    loss = negative_mean(r, num_positives, gather=gather)
-    assert loss is not None  # every anchor has exactly one positive
-    return loss
 
 
 class NTXentLoss(nn.Module):

@@ -7,12 +7,7 @@ from torch import Tensor, nn
 
 from contrastkit.losses import _validate, reference
 from contrastkit.losses._common import as_tensor_temperature, prepare, zero_loss
-from contrastkit.losses._gathered import (
-    global_classes,
-    negative_mean,
-    resolve_impl,
-    rows_against_all,
-)
+from contrastkit.losses._gathered import global_classes, negative_mean, rows_against_all
 from contrastkit.losses._validate import Temperature
 
 IMPLS = ("auto", "reference", "dense", "tiled")
@@ -43,7 +38,7 @@ def supcon(
     stay in the denominator. I⁺ is the set of anchors with at least one positive: an anchor
     without one (a label seen once with V = 1) is left out of the mean; if no anchor has one,
     the loss is 0 (with a graph, so backward works) and a ``UserWarning`` says so.
-    With V = 2, ``labels=None`` and ``base_temperature=None`` this equals :func:`nt_xent`.
+    With V = 2, ``labels=None`` and ``base_temperature=None`` this is :func:`nt_xent`.
 
     Args:
         features: V views of N samples. Shape: (N, V, D), V ≥ 1.
@@ -89,45 +84,60 @@ def supcon(
             contrast_mode=contrast_mode,
             normalize=normalize,
         )
-    n, v, _ = features.shape
-    anchors = n if contrast_mode == "one" else n * v
-    impl = resolve_impl(impl, anchors, n * v, gather=gather, symmetric=contrast_mode == "all")
-    return _supcon_rows(
-        features,
+    n, v, d = features.shape
+    z = prepare(features, normalize)
+    contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
+    return supcon_rows(
+        contrast,
+        n,
         labels,
         temperature,
-        base_temperature,
-        contrast_mode,
-        normalize,
-        impl,
-        tile_size,
-        gather,
+        base_temperature=base_temperature,
+        contrast_mode=contrast_mode,
+        impl=impl,
+        tile_size=tile_size,
+        gather=gather,
     )
 
 
-def _supcon_rows(
-    features: Tensor,
+def supcon_rows(
+    contrast: Tensor,
+    n: int,
     labels: Tensor | None,
     temperature: Temperature,
-    base_temperature: Temperature | None,
-    contrast_mode: str,
-    normalize: bool,
+    *,
+    base_temperature: Temperature | None = None,
+    contrast_mode: str = "all",
     impl: str,
     tile_size: int | None,
     gather: bool,
 ) -> Tensor:
-    """Dense or tiled, local or gathered: only the rows core and the contrasts differ."""
-    n, v, d = features.shape
-    z = prepare(features, normalize)
-    contrast = z.transpose(0, 1).reshape(v * n, d)  # (V·N, D), view-major: row k = view k // N
+    """The SupCon loss of prepared, view-major contrasts: the core that :func:`nt_xent` shares.
+
+    Args:
+        contrast: The V views of N samples, normalised (or not) and view-major: row k is view
+            k // N of sample k % N. Shape: (V·N, D).
+        n: N.
+        labels: Class of each sample, or None (each sample its own class). Shape: (N,).
+        temperature: τ, validated.
+        base_temperature: τ_b, validated, or None.
+        contrast_mode: ``"all"`` or ``"one"``.
+        impl: ``"auto"``, ``"dense"`` or ``"tiled"``.
+        tile_size: Tile edge of the tiled core; None for its default.
+        gather: Contrast against the views of every process.
+
+    Returns:
+        The loss, a 0-dim tensor.
+    """
+    v = contrast.shape[0] // n
     anchor = contrast[:n] if contrast_mode == "one" else contrast  # (A, D); anchor a is row a
-    tau = as_tensor_temperature(temperature, z)
+    tau = as_tensor_temperature(temperature, contrast)
     if labels is None:
-        classes = global_classes(torch.arange(n, device=z.device), gather)  # (N,)
+        classes = global_classes(torch.arange(n, device=contrast.device), gather)  # (N,)
     else:
-        classes = labels.to(z.device)  # (N,)
+        classes = labels.to(contrast.device)  # (N,)
     classes = classes.repeat(v)  # (V·N,)
-    index = torch.arange(anchor.shape[0], device=z.device)  # anchor a is contrast a
+    index = torch.arange(anchor.shape[0], device=contrast.device)  # anchor a is contrast a
     r, num_positives = rows_against_all(
         anchor,
         contrast,
@@ -142,11 +152,11 @@ def _supcon_rows(
     )
     loss = negative_mean(r, num_positives, gather=gather)
     if loss is None:
-        return zero_loss(
-            features, temperature, reason="no anchor in the batch has a positive", dtype=z.dtype
-        )
-    scale = 1.0 if base_temperature is None else tau / as_tensor_temperature(base_temperature, z)
-    return scale * loss
+        reason = "no anchor in the batch has a positive"
+        return zero_loss(contrast, temperature, reason=reason, dtype=contrast.dtype)
+    if base_temperature is None:
+        return loss
+    return tau / as_tensor_temperature(base_temperature, contrast) * loss
 
 
 class SupConLoss(nn.Module):

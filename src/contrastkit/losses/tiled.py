@@ -58,6 +58,7 @@ __all__ = [
     "auto_is_tiled",
     "positive_log_prob",
     "row_log_probs_tiled",
+    "row_log_sum_exp_tiled",
     "self_row_log_probs_tiled",
     "tiled_log_sum_exp",
 ]
@@ -456,6 +457,25 @@ def tiled_log_sum_exp(
     if self_index is None:
         self_index = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
     return _RectangularLSE.apply(anchors, contrasts, temperature, self_index.long(), t)
+
+
+def row_log_sum_exp_tiled(
+    anchors: Tensor, contrasts: Tensor, temperature: Temperature, *, tile_size: int | None = None
+) -> Tensor:
+    """lse_i = log Σ_c e^{a_i·c_c/τ} over every contrast: :func:`tiled_log_sum_exp`, no exclusion.
+
+    The tiled twin of :func:`contrastkit.losses._rows.row_log_sum_exp` (InfoNCE's candidate keys).
+
+    Args:
+        anchors: Shape: (A, D).
+        contrasts: Shape: (C, D), same dtype as ``anchors``.
+        temperature: τ, a float or a 0-dim tensor (gets an exact gradient).
+        tile_size: Tile edge T; default :data:`DEFAULT_TILE_SIZE`.
+
+    Returns:
+        Shape: (A,).
+    """
+    return tiled_log_sum_exp(anchors, contrasts, None, temperature, tile_size=tile_size)
 
 
 def positive_log_prob(positive_logit: Tensor, lse: Tensor, num_terms: Tensor | int) -> Tensor:
