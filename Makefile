@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/contrastkit run --data digits --methods simclr,supcon,ce
 
 demo-losses: $(STAMP)
-	$(PY) -m contrastkit.losses.demo
+	$(PY) benchmarks/demo_losses.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
