@@ -63,18 +63,12 @@ __all__ = [
     "tiled_log_sum_exp",
 ]
 
-#: Tile edge T used when ``tile_size=None``. Measured on the 2-core benchmark machine, fwd + bwd
-#: at 8,192 views timed round-robin in one process (``benchmarks/losses.py --tile-sweep``), time
-#: relative to the best of T ∈ {384, 512, 768, 1024}: NT-Xent 1.13 / 1.09 / 1.00 / 1.06 (1 thread)
-#: and 1.13 / 1.10 / 1.00 / 1.03 (2 threads); InfoNCE 1.00 / 1.10 / 1.01 / 1.15 and
-#: 1.07 / 1.10 / 1.00 / 1.01. A 768² float32 tile is 2.25 MiB.
+#: Tile edge T used when ``tile_size=None``; measurement: ``benchmarks/README.md``, "Other modes".
 DEFAULT_TILE_SIZE = 768
 
 
-#: ``impl="auto"`` uses the tiled loss from this many anchor-contrast pairs (A·C) on; below it
-#: the dense matrix is faster. Measured with ``benchmarks/losses.py --crossover`` (round-robin,
-#: one process): NT-Xent dense/tiled time 0.73 at 256 views, 1.49 at 384, 2.6 at 1,024;
-#: in-batch InfoNCE 0.51 at 512 views (256 queries), 0.98 at 1,024, 1.10 at 1,536.
+#: ``impl="auto"`` uses the tiled loss from this many anchor-contrast pairs (A·C) on, the dense
+#: matrix below; measurement: ``benchmarks/README.md``, "Other modes".
 AUTO_MIN_PAIRS = {"symmetric": 384 * 384, "rectangular": 768 * 768}
 
 
