@@ -395,6 +395,29 @@ def _loss_cases(impl: str) -> dict[str, Callable[[], dict[str, float]]]:
         "supcon/base-temperature": lambda: _supcon_case(
             [4, 4], 2, "all", True, impl, base_temperature=0.07
         ),
+        # a queue: the same on every rank, never gathered; keys of the batch's classes and others
+        "supcon/queue-labels-V2-all": lambda: _supcon_case(
+            [4, 4],
+            2,
+            "all",
+            True,
+            impl,
+            queue=(_randn(6, 8, seed=40), torch.tensor([0, 1, 2, 7, 0, 9])),
+        ),
+        "supcon/queue-labels-V3-one-uneven": lambda: _supcon_case(
+            [5, 3],
+            3,
+            "one",
+            True,
+            impl,
+            queue=(_randn(5, 8, seed=41), torch.tensor([2, 2, 1, 0, 4])),
+        ),
+        "supcon/queue-labels-V1-positives-in-queue": lambda: _supcon_case(
+            [4, 4], 1, "all", True, impl, queue=(_randn(4, 8, seed=42), torch.tensor([5, 3, 8, 5]))
+        ),
+        "supcon/queue-unlabelled-V2": lambda: _supcon_case(
+            [3, 5], 2, "all", False, impl, queue=_randn(7, 8, seed=43)
+        ),
         "info_nce/mean": lambda: _info_nce_case([4, 4], "mean", impl),
         "info_nce/mean-uneven": lambda: _info_nce_case([2, 6], "mean", impl),
         "info_nce/sum": lambda: _info_nce_case([4, 4], "sum", impl),

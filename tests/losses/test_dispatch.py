@@ -40,6 +40,7 @@ def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
 
 Z1, Z2 = _randn(5, 4, seed=1), _randn(5, 4, seed=2)
 FEATS, LABELS = _randn(5, 2, 4, seed=3), torch.tensor([0, 1, 0, 1, 2])
+QUEUE = (_randn(6, 4, seed=4), torch.tensor([0, 1, 2, 3, 0, 1]))
 NEG = _randn(7, 4, seed=5)
 
 LOSSES = {
@@ -54,6 +55,11 @@ LOSSES = {
         lambda impl: supcon(FEATS, LABELS, contrast_mode="one", impl=impl),
         reference.supcon(FEATS, LABELS, contrast_mode="one"),
         "rows",
+    ),
+    "supcon queue": (
+        lambda impl: supcon(FEATS, LABELS, impl=impl, queue=QUEUE),
+        reference.supcon(FEATS, LABELS, queue=QUEUE),
+        "rows",  # a queue makes the block rectangular, even with contrast_mode="all"
     ),
     "supcon gather": (
         lambda impl: supcon(FEATS, None, impl=impl, gather=True),
@@ -100,7 +106,7 @@ def test_paired_negatives_stay_dense_outside_the_table(impl, calls):
 
 @pytest.mark.parametrize(
     ("queries", "keys", "expected"),
-    [(16, 36_863, "dense"), (16, 36_864, "tiled")],  # 16 × 36,864 = 768², the crossover
+    [(16, 36_863, "dense"), (16, 36_864, "tiled")],  # 16 × 36,864 = 768², the crossover (MoCo)
 )
 def test_many_shared_negatives_go_tiled_through_the_table(queries, keys, expected, calls):
     q, k = _randn(queries, 4, seed=7), _randn(queries, 4, seed=8)
@@ -111,3 +117,13 @@ def test_many_shared_negatives_go_tiled_through_the_table(queries, keys, expecte
     torch.testing.assert_close(
         value, info_nce(q, k, queue, 0.2, impl=other), rtol=1e-10, atol=1e-10
     )
+
+
+def test_a_large_supcon_queue_goes_tiled_through_the_table(calls):
+    # 32 anchors (N = 16, V = 2) against 32 views + 18,400 keys ≥ 768² pairs
+    feats, labels = _randn(16, 2, 4, seed=10), torch.arange(16) % 5
+    queue = (_randn(18_400, 4, seed=11), torch.arange(18_400) % 7)
+    value = supcon(feats, labels, 0.1, queue=queue)
+    assert calls == [("tiled", "rows")]
+    dense = supcon(feats, labels, 0.1, queue=queue, impl="dense")
+    torch.testing.assert_close(value, dense, rtol=1e-10, atol=1e-10)

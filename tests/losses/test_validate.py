@@ -26,6 +26,7 @@ Z = torch.randn(4, 3)
 F3 = torch.randn(4, 2, 3)
 NAN = torch.tensor([[0.0, float("nan")], [1.0, 1.0]])
 INF = torch.tensor([[0.0, float("inf")], [1.0, 1.0]])
+Y4, Y5 = torch.arange(4), torch.arange(5)
 
 CASES = [
     # (call, expected message fragment)
@@ -56,6 +57,76 @@ CASES = [
     (lambda: supcon(INF[:, None]), r"features must be finite"),
     (lambda: supcon(torch.empty(0, 2, 3)), r"features must be non-empty"),
     (lambda: supcon(F3, impl="tiledd"), r"impl must be one of"),
+    # supcon's queue: keys (K, D) like the features, labels (K,) integers exactly when labels
+    (
+        lambda: supcon(F3, Y4, queue=(torch.randn(5, 2), Y5)),
+        r"^queue keys must have the features' D = 3 \(dimension 1\), got shape \(5, 2\)$",
+    ),
+    (
+        lambda: supcon(F3, queue=torch.randn(5)),
+        r"^queue keys must have 2 dimensions \(K, D\) with D = 3, got shape \(5,\)$",
+    ),
+    (lambda: supcon(F3, queue=torch.empty(0, 3)), r"^queue keys must be non-empty"),
+    (
+        lambda: supcon(F3, queue=torch.randn(5, 3).long()),
+        r"^queue keys must be a floating-point tensor",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(INF.repeat(1, 2)[:, :3], Y5[:2])),
+        r"^queue keys must be finite, got 1 NaN/inf value\(s\)$",
+    ),
+    (
+        lambda: supcon(F3, queue=torch.randn(5, 3).double()),
+        r"^queue keys must have the dtype of features \(torch.float32\), got torch.float64$",
+    ),
+    (
+        lambda: supcon(F3, queue=torch.randn(5, 3, device="meta")),
+        r"^queue keys must hold values \(a tensor on cpu, cuda, \.\.\.\), got a tensor on the meta device$",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(torch.randn(5, 3), Y5.float())),
+        r"^queue labels must be an integer tensor \(class indices\), got dtype torch.float32$",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(torch.randn(5, 3), Y5[:4])),
+        r"^queue labels must have one entry per key: expected K = 5, got 4$",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(torch.randn(5, 3), Y5[:, None])),
+        r"^queue labels must have shape \(K,\) = \(5,\), got shape \(5, 1\)$",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(torch.randn(5, 3), [0, 1, 2, 3, 4])),
+        r"^queue labels must be a torch.Tensor of shape \(K,\), got list$",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(torch.randn(5, 3), Y5.to("meta"))),
+        r"^queue labels must hold values",
+    ),
+    (
+        lambda: supcon(F3, queue=(torch.randn(5, 3), Y5)),
+        r"^queue labels need labels for the batch: with labels=None",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=torch.randn(5, 3)),
+        r"^queue must be \(keys, labels\) when labels is given",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=(Z, Y4, Y4)),
+        r"^queue must be None, a \(K, D\) tensor of keys or a pair .*, got tuple of length 3$",
+    ),
+    (
+        lambda: supcon(F3, Y4, queue=0.5),
+        r"^queue must be None, a \(K, D\) tensor of keys or a pair .*, got float$",
+    ),
+    (
+        lambda: SupConLoss()(F3, Y4, torch.randn(5, 3)),
+        r"^queue must be \(keys, labels\) when labels",
+    ),
+    (
+        lambda: reference.supcon(F3, Y4, queue=(torch.randn(5, 2), Y5)),
+        r"^queue keys must have the features' D = 3",
+    ),
     (lambda: info_nce(Z, torch.randn(3, 3)), r"query and positive_key must have the same shape"),
     (lambda: info_nce(Z, Z, torch.randn(5, 2)), r"negative_keys must have D = 3"),
     (lambda: info_nce(Z, Z, torch.randn(4, 5, 3)), r"negative_keys must have 2 dimensions"),
@@ -257,6 +328,8 @@ CUDA_CASES = {
     "temperature": lambda cuda: nt_xent(Z, Z, torch.tensor(0.1, device=cuda)),
     "labels": lambda cuda: supcon(F3, torch.arange(4, device=cuda)),
     "negative_keys": lambda cuda: info_nce(Z, Z, Z.to(cuda)),
+    "queue keys": lambda cuda: supcon(F3, queue=torch.randn(5, 3, device=cuda)),
+    "queue labels": lambda cuda: supcon(F3, Y4, queue=(torch.randn(5, 3), Y5.to(cuda))),
     "same": lambda cuda: margin_pair(Z, Z, torch.ones(4, device=cuda)),
 }
 

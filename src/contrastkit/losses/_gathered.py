@@ -5,8 +5,8 @@ turns ``impl="auto"`` into ``"dense"`` or ``"tiled"`` by the size of the logit m
 :data:`ROW_IMPLS` holds the functions of each. Two entry points use them:
 
 * :func:`rows_against_all`, r_i of :mod:`contrastkit.losses._rows` (SupCon, and NT-Xent as its
-  V = 2 form): any classes, each anchor excluding at most its own column, and the symmetric path
-  when the anchors are the contrasts;
+  V = 2 form): any classes, each anchor excluding at most its own column, an optional queue of
+  extra contrasts, and the symmetric path when the anchors are the contrasts;
 * :func:`positive_rows`, InfoNCE's r_i: one positive key per query, against every positive key
   of the batch or against the positive and shared negatives.
 
@@ -22,7 +22,8 @@ where I⁺_r are its anchors with a positive and |I⁺| = Σ_r |I⁺_r| is all-r
 gradient. Then (1/W) Σ_r L_r is the loss of one process on the concatenated batch, and because
 the gather's backward sums over processes, each process's embeddings receive W times their
 full-batch gradient, which DDP's average over W processes turns into exactly the full-batch
-gradient of every parameter, a learnable temperature included.
+gradient of every parameter, a learnable temperature included. A queue is the same on every
+process and is not gathered.
 
 Unlaunched (W = 1) the gathers are the identity and the result is the single-process loss.
 """
@@ -71,7 +72,13 @@ ROW_IMPLS: dict[str, RowsCore] = {
 
 
 def resolve_impl(
-    impl: str, anchors: int, contrasts: int, *, gather: bool, symmetric: bool = False
+    impl: str,
+    anchors: int,
+    contrasts: int,
+    *,
+    gather: bool,
+    symmetric: bool = False,
+    shared: int = 0,
 ) -> str:
     """Turn ``impl="auto"`` into ``"dense"`` or ``"tiled"`` by the size of the logit matrix.
 
@@ -82,6 +89,7 @@ def resolve_impl(
         gather: Whether the contrasts are gathered from every process.
         symmetric: The anchors are the contrasts; the tiled core's symmetric path applies unless
             the contrasts are gathered (a gathered block is rectangular).
+        shared: Contrasts that every process holds whole and does not gather (a queue).
 
     Returns:
         ``"dense"`` or ``"tiled"``.
@@ -90,7 +98,7 @@ def resolve_impl(
         return impl
     world = distributed.world_size() if gather else 1
     rectangular = not symmetric or world > 1
-    tiled = auto_is_tiled(anchors, contrasts * world, symmetric=not rectangular)
+    tiled = auto_is_tiled(anchors, contrasts * world + shared, symmetric=not rectangular)
     return "tiled" if tiled else "dense"
 
 
@@ -120,6 +128,7 @@ def rows_against_all(
     gather: bool,
     symmetric: bool = False,
     tile_size: int | None = None,
+    queue: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """r_i of the local anchors against the local (or, with ``gather``, all processes') contrasts.
 
@@ -134,14 +143,24 @@ def rows_against_all(
         impl: ``"auto"``, ``"dense"`` or ``"tiled"`` (resolved here by :func:`resolve_impl`).
         gather: Contrast against the gathered contrasts of every process.
         symmetric: The anchors are the contrasts (``self_index = arange``); the tiled core then
-            takes its symmetric path when nothing is gathered (W = 1 or ``gather=False``).
+            takes its symmetric path when nothing is gathered (W = 1 or ``gather=False``) and
+            there is no queue.
         tile_size: Tile edge of the tiled core; None for its default. Unused by ``"dense"``.
+        queue: ``(keys, classes)``, (K, D) and (K,): contrasts appended after the (gathered)
+            contrasts on every process, never anchors and not gathered. None for none.
 
     Returns:
         ``(r, num_positives)``, both (A,), as :func:`contrastkit.losses._rows.row_log_probs`.
     """
+    shared = 0 if queue is None else queue[0].shape[0]
+    symmetric = symmetric and queue is None  # the queue is rectangular: keys are not anchors
     impl = resolve_impl(
-        impl, anchors.shape[0], contrasts.shape[0], gather=gather, symmetric=symmetric
+        impl,
+        anchors.shape[0],
+        contrasts.shape[0],
+        gather=gather,
+        symmetric=symmetric,
+        shared=shared,
     )
     core = ROW_IMPLS[impl]
     contrasts, counts, offset = _gather(contrasts, gather)
@@ -150,6 +169,9 @@ def rows_against_all(
         self_index = torch.where(self_index >= 0, self_index + offset, self_index)
     elif symmetric:
         return core.self_rows(contrasts, contrast_classes, temperature, tile_size=tile_size)
+    if queue is not None:
+        contrasts = torch.cat([contrasts, queue[0]])  # (M + K, D)
+        contrast_classes = torch.cat([contrast_classes.long(), queue[1].long()])  # (M + K,)
     return core.rows(
         anchors,
         contrasts,

@@ -137,17 +137,19 @@ def temperature(t: object, name: str = "temperature") -> Temperature:
     return t if isinstance(t, Tensor) else value
 
 
-def labels(y: object, n: int, name: str = "labels") -> Tensor:
-    """Check class labels: a 1-D integer tensor with one entry per sample."""
+def labels(y: object, n: int, name: str = "labels", size: str = "N", per: str = "sample") -> Tensor:
+    """Check class labels: a 1-D integer tensor with one entry per ``per`` (``size`` of them)."""
     if not isinstance(y, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N,), got {type(y).__name__}")
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape ({size},), got {type(y).__name__}"
+        )
     if y.ndim != 1:
-        raise ValueError(f"{name} must have shape (N,) = ({n},), got shape {tuple(y.shape)}")
+        raise ValueError(f"{name} must have shape ({size},) = ({n},), got shape {tuple(y.shape)}")
     if y.dtype not in _INTEGER_DTYPES:
         raise ValueError(f"{name} must be an integer tensor (class indices), got dtype {y.dtype}")
     if y.shape[0] != n:
         raise ValueError(
-            f"{name} must have one entry per sample: expected N = {n}, got {y.shape[0]}"
+            f"{name} must have one entry per {per}: expected {size} = {n}, got {y.shape[0]}"
         )
     has_data(name, y)
     return y
@@ -215,6 +217,47 @@ def supcon_args(
     mode = choice("contrast_mode", contrast_mode, ("all", "one"))
     flag("normalize", normalize)
     return features, y, t, tb, mode
+
+
+def supcon_queue(
+    queue: object, features: Tensor, y: Tensor | None
+) -> tuple[Tensor, Tensor | None] | None:
+    """Validate ``supcon``'s ``queue``: (K, D) keys, with (K,) integer labels iff ``labels`` given.
+
+    Returns:
+        None, or ``(keys, queue_labels)`` with ``queue_labels`` None for an unlabelled queue.
+    """
+    if queue is None:
+        return None
+    if isinstance(queue, Tensor):
+        keys, queue_y = queue, None
+    elif isinstance(queue, tuple | list) and len(queue) == 2:
+        keys, queue_y = queue
+    else:
+        raise ValueError(
+            "queue must be None, a (K, D) tensor of keys or a pair (keys (K, D), labels (K,)), "
+            f"got {type(queue).__name__}"
+            + (f" of length {len(queue)}" if isinstance(queue, tuple | list) else "")
+        )
+    d = features.shape[-1]
+    keys = embeddings("queue keys", keys, 2, f"(K, D) with D = {d}")
+    same_size("queue keys", keys, 1, d, "the features' D")
+    one_dtype(("features", features), ("queue keys", keys))
+    one_device(("features", features), ("queue keys", keys))
+    if y is None and queue_y is not None:
+        raise ValueError(
+            "queue labels need labels for the batch: with labels=None each sample is its own "
+            "class and no queue key can share it; pass queue=keys (negatives only) or labels"
+        )
+    if y is not None and queue_y is None:
+        raise ValueError(
+            "queue must be (keys, labels) when labels is given: an unlabelled queue would make "
+            "the keys of an anchor's own class negatives; pass the queue's labels (K,)"
+        )
+    if queue_y is not None:
+        queue_y = labels(queue_y, keys.shape[0], "queue labels", "K", "key")
+        one_device(("features", features), ("queue labels", queue_y))
+    return keys, queue_y
 
 
 def info_nce_args(

@@ -38,11 +38,19 @@ def info_nce(
     query (``negative_mode="unpaired"``) or the query's own M keys (``"paired"``).
     Equal to ``info_nce.info_nce`` of info-nce-pytorch 0.1.4 (which always normalises).
 
+    MoCo's loss (He et al. 2020; τ = 0.2 in MoCo v2, Chen et al. 2020) is
+    ``info_nce(q, k, queue, τ)``: q (N, D) from the encoder, k (N, D) from the momentum encoder
+    under ``torch.no_grad()``, and a FIFO queue of the K most recent L2-normalised keys (K, D) as
+    unpaired negatives, kept by the caller (requiring no grad; enqueue k after the step). It
+    equals lightly 1.6's ``NTXentLoss`` with a memory bank. ``impl="auto"`` tiles a large queue
+    (O((N + K)·D) memory).
+
     Args:
         query: Queries. Shape: (N, D).
         positive_key: Row i is the positive key of ``query[i]``. Shape: (N, D).
-        negative_keys: None, or shared negatives of shape (M, D) (``"unpaired"``), or
-            per-query negatives of shape (N, M, D) (``"paired"``).
+        negative_keys: None, or shared negatives of shape (M, D) (``"unpaired"``, e.g. a MoCo
+            queue), or per-query negatives of shape (N, M, D) (``"paired"``). They receive a
+            gradient if they require one.
         temperature: τ > 0, a float or a 0-dim tensor (learnable). Default 0.1.
         negative_mode: ``"unpaired"`` or ``"paired"``; used when negatives are given.
         normalize: L2-normalise queries and keys first. Default True.

@@ -62,34 +62,43 @@ def supcon(
     base_temperature: Temperature | None = None,
     contrast_mode: str = "all",
     normalize: bool = True,
+    queue: Tensor | tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     r"""Supervised contrastive loss L_out (Khosla et al. 2020, eq. 2), as a loop.
 
     ℓ_i = −(τ/τ_b) · (1/|P(i)|) Σ_{p∈P(i)} log( e^{s_ip/τ} / Σ_{a∈A(i)} e^{s_ia/τ} ),
-    mean over the anchors i with |P(i)| ≥ 1. Contrasts are all N·V views; anchors are all of
-    them (``contrast_mode="all"``) or view 0 of each sample (``"one"``).
+    mean over the anchors i with |P(i)| ≥ 1. Contrasts are all N·V views, then the K queue keys
+    (which are never anchors, and positives only when labelled with the anchor's label); anchors
+    are all the views (``contrast_mode="all"``) or view 0 of each sample (``"one"``).
     """
     features, labels, temperature, base_temperature, contrast_mode = _validate.supcon_args(
         features, labels, temperature, base_temperature, contrast_mode, normalize
     )
+    checked_queue = _validate.supcon_queue(queue, features, labels)
     out_dtype = _validate.compute_dtype(features)
     n, v, _ = features.shape
     z = prepare(features, normalize, torch.float64)
     tau = _f64(temperature)
     scale = 1.0 if base_temperature is None else tau / _f64(base_temperature)
     cls = list(range(n)) if labels is None else labels.tolist()
-    # contrast k = (sample k % n, view k // n): view-major, so anchors of mode "one" are k < n
-    contrasts = [(k % n, k // n) for k in range(n * v)]
-    anchors = contrasts[:n] if contrast_mode == "one" else contrasts
+    # contrast k < N·V is (sample k % n, view k // n): view-major, so anchors of mode "one" are
+    # k < n; contrast N·V + j is queue key j, of class "none" (matches no anchor) if unlabelled
+    vectors = [z[k % n, k // n] for k in range(n * v)]
+    classes = [cls[k % n] for k in range(n * v)]
+    if checked_queue is not None:
+        keys, queue_labels = checked_queue
+        vectors += list(prepare(keys.detach(), normalize, torch.float64))
+        classes += [None] * len(keys) if queue_labels is None else queue_labels.tolist()
+    anchors = range(n) if contrast_mode == "one" else range(n * v)
     losses = []
-    for i, (si, vi) in enumerate(anchors):
-        others = [c for c in range(n * v) if c != i]
-        positives = [c for c in others if cls[contrasts[c][0]] == cls[si]]
+    for i in anchors:
+        others = [c for c in range(len(vectors)) if c != i]
+        positives = [c for c in others if classes[c] == classes[i]]
         if not positives:
             continue  # an anchor with no positive is left out of the mean
-        zi = z[si, vi]
-        log_denominator = _log_sum_exp([zi @ z[contrasts[a]] / tau for a in others])
-        log_probs = [zi @ z[contrasts[p]] / tau - log_denominator for p in positives]
+        zi = vectors[i]
+        log_denominator = _log_sum_exp([zi @ vectors[a] / tau for a in others])
+        log_probs = [zi @ vectors[p] / tau - log_denominator for p in positives]
         losses.append(-scale * sum(log_probs) / len(positives))
     if not losses:
         return zero_loss(
