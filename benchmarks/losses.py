@@ -94,14 +94,21 @@ def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _build(method: str, views: int, tile_size: int | None) -> tuple[Callable[[], object], object]:
-    """Return (a closure running forward + backward and returning the loss, the input leaf)."""
+def _build(
+    method: str, views: int, tile_size: int | None, device: str = "cpu"
+) -> tuple[Callable[[], object], object]:
+    """Return (a closure running forward + backward and returning the loss, the input leaf).
+
+    The inputs are drawn on the CPU from a fixed seed, then moved to ``device``: every device
+    sees the same numbers, so the loss values agree across devices too.
+    """
     import torch
     import torch.nn.functional as F
 
     n = views // 2
-    x = torch.randn(views, D, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    cls = torch.arange(n).repeat(2)  # (2N,): rows i and i + N are one sample
+    x = torch.randn(views, D, generator=torch.Generator().manual_seed(0))
+    x = x.to(device).requires_grad_()
+    cls = torch.arange(n, device=device).repeat(2)  # (2N,): rows i and i + N are one sample
 
     if method in ("ck-tiled", "ck-dense"):
         from contrastkit.losses import nt_xent
@@ -112,7 +119,7 @@ def _build(method: str, views: int, tile_size: int | None) -> tuple[Callable[[],
             return nt_xent(x[:n], x[n:], TAU, impl=impl, tile_size=tile_size)
 
     elif method == "hl-dense":
-        labels = torch.arange(n)
+        labels = torch.arange(n, device=device)
 
         def loss() -> torch.Tensor:
             z = F.normalize(x, dim=1)
@@ -152,28 +159,34 @@ def _build(method: str, views: int, tile_size: int | None) -> tuple[Callable[[],
     return step, x
 
 
-def _gemm_rate(tile: int, views: int, budget: float = 0.25) -> float:
-    """GEMM FLOP/s measured now on the algorithm's tile products.
+def _gemm_rate(tile: int, views: int, budget: float = 0.25, device: str = "cpu") -> float:
+    """GEMM FLOP/s measured now on the algorithm's tile products, on ``device``.
 
     Times the products a tile runs: (T, D+2)·(D+2, T) for the logits and (T, T)·(T, D) plus its
-    transpose for the gradients.
+    transpose for the gradients. On CUDA the products are queued as the tiled loss queues them
+    and the device is synchronised before the clock is read.
     """
     import torch
 
     t = min(tile, views)
-    a = torch.randn(t, D + 2)
-    b = torch.randn(t, D + 2)
-    p = torch.rand(t, t)
-    y = torch.randn(t, D)
-    out_s = torch.empty(t, t)
-    out_g = torch.empty(t, D)
+    a = torch.randn(t, D + 2, device=device)
+    b = torch.randn(t, D + 2, device=device)
+    p = torch.rand(t, t, device=device)
+    y = torch.randn(t, D, device=device)
+    out_s = torch.empty(t, t, device=device)
+    out_g = torch.empty(t, D, device=device)
     flops = 0.0
+    on_cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if on_cuda else lambda: None
+    sync()
     start = time.perf_counter()
     while time.perf_counter() - start < budget:
-        torch.mm(a, b.T, out=out_s)
-        torch.mm(p, y, out=out_g)
-        torch.mm(p.T, y, out=out_g)
-        flops += 2.0 * t * t * D * 3
+        for _ in range(16 if on_cuda else 1):  # CUDA: queue a burst, then synchronise
+            torch.mm(a, b.T, out=out_s)
+            torch.mm(p, y, out=out_g)
+            torch.mm(p.T, y, out=out_g)
+            flops += 2.0 * t * t * D * 3
+        sync()
     return flops / (time.perf_counter() - start)
 
 
@@ -279,15 +292,29 @@ def run_one(
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _predict(history: list[dict], method: str, views: int) -> tuple[float, float]:
-    """Extrapolate (peak bytes, seconds) to ``views`` from the method's last measured size."""
+def _predict(
+    history: list[dict],
+    method: str,
+    views: int,
+    *,
+    name: str | None = None,
+    memory: str = "peak_rss_mib",
+) -> tuple[float, float]:
+    """Extrapolate (peak bytes, seconds) to ``views`` from the method's last measured size.
+
+    ``name`` is the records' ``method`` field when it differs from the method (a variant, e.g.
+    a tile size); ``memory`` the field holding the peak memory in MiB (None where memory was not
+    measured: the a-priori estimate is used).
+    """
     _, p, coef, _ = METHODS[method]
-    done = [h for h in history if h["method"] == method and "seconds" in h]
+    done = [h for h in history if h["method"] == (name or method) and "seconds" in h]
     if not done:
         return coef * views**p, 0.0
     last = done[-1]
     ratio = views / last["views"]
-    return last["peak_rss_mib"] * 2**20 * ratio**p, last["seconds"] * ratio ** max(p, 2)
+    mib = last.get(memory)
+    peak = coef * views**p if mib is None else mib * 2**20 * ratio**p
+    return peak, last["seconds"] * ratio ** max(p, 2)
 
 
 def _merge(rounds: list[dict]) -> dict:
