@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-losses test lint typecheck pytest fuzz bench clean
+.PHONY: demo demo-losses test lint typecheck pytest fuzz bench test-gpu clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint typecheck pytest
 # 10,000 seeded float32-vs-float64 cases (make test runs the first 5,000); see tests/losses/test_fuzz.py
 fuzz: $(STAMP)
 	CONTRASTKIT_FUZZ_CASES=10000 $(PY) -m pytest -q -n 2 tests/losses/test_fuzz.py
+
+# the device tests over the CPU and CUDA (CUDA cases skip, with the reason, without a GPU)
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -q -n 2
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py

@@ -7,7 +7,6 @@ that the whole file runs in well under a minute on 2 cores.
 from __future__ import annotations
 
 import inspect
-import itertools
 
 import pytest
 import torch
@@ -438,12 +437,3 @@ def test_tiled_module_makes_no_cpu_only_calls():
     source = inspect.getsource(tiled)
     for call in (".cpu(", ".numpy(", ".item(", ".tolist(", "import numpy"):
         assert call not in source, call
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_cuda_matches_cpu():
-    z1, z2 = (torch.randn(300, 16, generator=_gen(s), dtype=F64) for s in (31, 32))
-    for impl, tile in itertools.product(("tiled",), (64, 128)):
-        on_gpu = nt_xent(z1.cuda(), z2.cuda(), 0.1, impl=impl, tile_size=tile)
-        torch.testing.assert_close(on_gpu.cpu(), nt_xent(z1, z2, 0.1, impl="dense"), **TOL)

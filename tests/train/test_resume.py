@@ -7,11 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
+from bit_equal import assert_bit_equal
 from contrastkit.train.checkpoint import load_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -86,24 +85,9 @@ def assert_same_training(run: Path, ref: Path, epochs: int) -> None:
     b = load_checkpoint(ref / "checkpoints" / "last.pt")
     assert a["finished"] and b["finished"] and a["step"] == b["step"] == epochs * 8
     for part in ["encoder", "head", "optimizer", "scheduler", "scaler", "rng", "epoch"]:
-        assert_equal(a[part], b[part], part)
+        assert_bit_equal(a[part], b[part], part)
     assert step_losses(run) == step_losses(ref)
     assert len(step_losses(run)) == epochs * 8
-
-
-def assert_equal(a: Any, b: Any, where: str) -> None:
-    if isinstance(b, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(b, dict):
-        assert a.keys() == b.keys(), where
-        for k in b:
-            assert_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(b, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def step_losses(run: Path) -> list[tuple[int, float]]:
