@@ -1,10 +1,10 @@
-# make demo / make test / make bench: each builds .venv with pip on first use.
+# make demo / make test / make bench / make gpu-check: each builds .venv with pip on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-losses test lint typecheck pytest fuzz bench test-gpu clean
+.PHONY: demo demo-losses test lint typecheck pytest fuzz bench test-gpu gpu-check clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ fuzz: $(STAMP)
 # the device tests over the CPU and CUDA (CUDA cases skip, with the reason, without a GPU)
 test-gpu: $(STAMP)
 	$(PY) -m pytest -m gpu -q -n 2
+
+# the device tests, then benchmarks/gpu.py, into gpu-check-<date>-<time>/, with a summary
+gpu-check: $(STAMP)
+	CK_PYTHON=$(PY) bash benchmarks/gpu_check.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
