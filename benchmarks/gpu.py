@@ -293,14 +293,14 @@ def _step_config(
             quiet=True,
             seed=0,
         )
-    except torch.OutOfMemoryError:
-        return {**base, "skipped": "out of memory"}
-    except ContrastkitError as e:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except ContrastkitError as e:  # fp16 on a CPU, bf16 on a GPU without it
         return {**base, "skipped": str(e)}
+    except Exception as e:  # out of memory, or an error of this configuration: the rest go on
+        return {**base, "skipped": _failure(e)}
     finally:
+        shutil.rmtree(run, ignore_errors=True)  # a ResNet-50 run holds a 200 MB checkpoint
         _free(device)
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    shutil.rmtree(run)  # a ResNet-50 run holds a 200 MB checkpoint
     epochs = [r for r in map(json.loads, lines) if r["kind"] == "epoch"]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {
