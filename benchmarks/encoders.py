@@ -2,7 +2,7 @@
 
 Each round runs every model once, interleaved (A, B, A, B, ...), so load on a shared machine hits
 all alike; the ratio of medians is the result. Measures (1) one SupCon training step
-(``pretrain.train_step``: forward of 2 views, loss, backward, SGD; augmentation excluded) and
+(``loop.train_step``: forward of 2 views, loss, backward, SGD; augmentation excluded) and
 (2) feature extraction (``extract_features``, eval mode, no gradient), in the chosen precision,
 channels-last. Multiply-adds are counted per image from the convolutions' and linear layers'
 output sizes. Synthetic uint8 images; timing does not depend on pixel values. Prints JSON

@@ -2,7 +2,7 @@
 
 Each round runs every precision once, interleaved (fp32, bf16, fp32, bf16, ...), so load on a
 shared machine hits both alike; the ratio of medians is the result. Measures (1) one SupCon
-training step (``pretrain.train_step``: augmentation excluded, forward, loss, backward, SGD) and
+training step (``loop.train_step``: augmentation excluded, forward, loss, backward, SGD) and
 (2) feature extraction (``extract_features``, eval mode, no gradient). Synthetic uint8 images;
 timing does not depend on pixel values. Prints JSON lines, then a table.
 

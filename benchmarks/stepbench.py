@@ -16,13 +16,10 @@ import torch
 
 from contrastkit.data import MultiViewAugment
 from contrastkit.train.features import extract_features
+from contrastkit.train.loop import train_step
 from contrastkit.train.networks import DataShape
-from contrastkit.train.pretrain import (
-    TrainingState,
-    build_training_state,
-    resolve_config,
-    train_step,
-)
+from contrastkit.train.pretrain import resolve_config
+from contrastkit.train.state import TrainingState, build_training_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +45,7 @@ def time_variants(
 ) -> tuple[dict[str, Timings], dict[str, TrainingState]]:
     """Time ``variants`` (name → (model, precision)): a SupCon step and an extraction per round.
 
-    The step is ``pretrain.train_step`` (forward of 2 views, loss, backward, SGD; augmentation
+    The step is ``loop.train_step`` (forward of 2 views, loss, backward, SGD; augmentation
     excluded) on synthetic uint8 images, channels-last; timing does not depend on pixel values.
     """
     torch.set_num_threads(args.threads)

@@ -26,6 +26,8 @@ from contrastkit.train.checkpoint import load_checkpoint
 from contrastkit.train.rundir import CHECKPOINT, read_metrics
 
 pretrain_module = importlib.import_module("contrastkit.train.pretrain")  # not the function
+loop_module = importlib.import_module("contrastkit.train.loop")
+rundata_module = importlib.import_module("contrastkit.train.rundata")
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2
 # small and BatchNorm-free: GroupNorm makes the result independent of how the batch is split
@@ -96,7 +98,7 @@ def _worker(rank: int, ports: Any, jobs: list[dict[str, Any]]) -> None:
 
 def _interrupted(job: dict[str, Any], stop_after: int) -> None:
     """Run ``pretrain`` and stop it before step ``stop_after + 1`` on every rank, as on Ctrl-C."""
-    real_step = pretrain_module.train_step
+    real_step = loop_module.train_step
     calls = [0]
 
     def interrupted_step(*args: Any, **kw: Any) -> float:
@@ -105,14 +107,14 @@ def _interrupted(job: dict[str, Any], stop_after: int) -> None:
         calls[0] += 1
         return real_step(*args, **kw)
 
-    pretrain_module.train_step = interrupted_step
+    loop_module.train_step = interrupted_step
     try:
         pretrain_module.pretrain(**job)
         raise AssertionError("the run was not interrupted")
     except _Interrupt:
         pass
     finally:
-        pretrain_module.train_step = real_step
+        loop_module.train_step = real_step
 
 
 def _spawn(jobs: list[dict[str, Any]]) -> None:
@@ -201,18 +203,18 @@ def test_ddp_resume_continues_the_interrupted_run_exactly(runs: dict[str, Path])
 def test_epoch_batches_are_the_global_batches_of_one_process() -> None:
     """Step k of every process together is batch k of one process (DistributedSampler)."""
     n, batch = 70, 8
-    single = pretrain_module.epoch_batches(n, batch, seed=3, epoch=5)
+    single = rundata_module.epoch_batches(n, batch, seed=3, epoch=5)
     with pytest.MonkeyPatch.context() as mpatch:
         shares = []
         for r in range(WORLD):
-            mpatch.setattr(pretrain_module.distributed, "world_size", lambda: WORLD)
-            mpatch.setattr(pretrain_module.distributed, "rank", lambda r=r: r)
-            shares.append(pretrain_module.epoch_batches(n, batch, seed=3, epoch=5))
+            mpatch.setattr(rundata_module.distributed, "world_size", lambda: WORLD)
+            mpatch.setattr(rundata_module.distributed, "rank", lambda r=r: r)
+            shares.append(rundata_module.epoch_batches(n, batch, seed=3, epoch=5))
     assert len(single) == len(shares[0]) == len(shares[1]) == n // batch
     for k, whole in enumerate(single):
         together = torch.cat([shares[r][k] for r in range(WORLD)])
         assert sorted(together.tolist()) == sorted(whole.tolist())
-    next_epoch = pretrain_module.epoch_batches(n, batch, seed=3, epoch=6)
+    next_epoch = rundata_module.epoch_batches(n, batch, seed=3, epoch=6)
     assert not torch.equal(torch.cat(single), torch.cat(next_epoch))  # set_epoch reshuffles
 
 

@@ -9,7 +9,7 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train import linear_probe, pretrain
 from contrastkit.train.checkpoint import load_checkpoint
 from contrastkit.train.config import PretrainConfig, from_dict
-from contrastkit.train.pretrain import epoch_batches
+from contrastkit.train.rundata import epoch_batches
 from contrastkit.train.rundir import read_metrics
 
 TINY = {"limit": 64, "batch_size": 32, "epochs": 1, "quiet": True, "knn_k": 10, "device": "cpu"}
@@ -269,8 +269,10 @@ def test_bf16_training_and_features_follow_float32(tmp_path):
 
 def test_under_bf16_only_the_network_is_autocast_and_the_loss_is_float32():
     from contrastkit.losses import supcon
+    from contrastkit.train.loop import compute_loss
     from contrastkit.train.networks import DataShape
-    from contrastkit.train.pretrain import build_training_state, compute_loss, resolve_config
+    from contrastkit.train.pretrain import resolve_config
+    from contrastkit.train.state import build_training_state
 
     opts = {"data": "digits", "model": "small_cnn", "precision": "bf16", "out": "unused"}
     cfg = resolve_config(opts, False)

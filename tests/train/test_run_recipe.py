@@ -65,8 +65,8 @@ def test_the_final_knn_evaluation_equals_the_monitor_after_the_last_epoch(tmp_pa
 
 def test_resume_after_limit_still_monitors_the_last_epoch(tmp_path, monkeypatch):
     """A resumed run takes --limit from the run's saved config, not from the command."""
-    pretrain_module = importlib.import_module("contrastkit.train.pretrain")  # not the function
-    real_step, calls = pretrain_module.train_step, [0]
+    loop_module = importlib.import_module("contrastkit.train.loop")
+    real_step, calls = loop_module.train_step, [0]
 
     def interrupted(*args, **kw):
         calls[0] += 1
@@ -76,10 +76,10 @@ def test_resume_after_limit_still_monitors_the_last_epoch(tmp_path, monkeypatch)
 
     out = tmp_path / "r"
     opts = {"methods": "ce", "batch_size": 32, "probe_epochs": 1, "quiet": True, "device": "cpu"}
-    monkeypatch.setattr(pretrain_module, "train_step", interrupted)
+    monkeypatch.setattr(loop_module, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(data="digits", out=str(out), limit=64, epochs=2, **opts)
-    monkeypatch.setattr(pretrain_module, "train_step", real_step)
+    monkeypatch.setattr(loop_module, "train_step", real_step)
     run(data="digits", out=str(out), resume=True, **opts)  # --limit, --epochs not repeated
     epochs = [m for m in read_metrics(out / "ce") if m["kind"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and epochs[-1]["knn_acc"] is not None
@@ -106,10 +106,10 @@ def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path
                 Image.fromarray(pixels, "L").save(tmp_path / "imgs" / split / cls / f"{i}.png")
     data = f"folder:{tmp_path / 'imgs'}"  # not the default data set: resume must read it back
 
-    pretrain_module = importlib.import_module("contrastkit.train.pretrain")
+    loop_module = importlib.import_module("contrastkit.train.loop")
     run_module = importlib.import_module("contrastkit.train.run")
     real_step, real_pretrain, steps, calls = (
-        pretrain_module.train_step,
+        loop_module.train_step,
         run_module.pretrain,
         [0],
         [],
@@ -127,10 +127,10 @@ def test_resume_takes_every_option_from_the_saved_run_even_after_a_move(tmp_path
 
     first = tmp_path / "first"
     opts = {"methods": "supcon,ce", "limit": 24, "batch_size": 8, "epochs": 2, "lr": 0.05}
-    monkeypatch.setattr(pretrain_module, "train_step", interrupted)
+    monkeypatch.setattr(loop_module, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(data=data, out=str(first), knn_k=5, probe_epochs=1, quiet=True, **opts)
-    monkeypatch.setattr(pretrain_module, "train_step", real_step)
+    monkeypatch.setattr(loop_module, "train_step", real_step)
     assert (first / "supcon" / "probe.json").is_file() and not (first / "ce" / "knn.json").exists()
     moved = tmp_path / "moved"
     first.rename(moved)

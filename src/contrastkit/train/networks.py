@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from contrastkit.models import ProjectionHead, create_model
+from contrastkit.models import create_model
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,10 @@ def default_model(shape: DataShape) -> str:
 def build_networks(
     *, model: str, norm: str, method: str, shape: DataShape, proj_dim: int
 ) -> tuple[nn.Module, nn.Module]:
-    """Return ``(encoder, head)``: a projection head for simclr/supcon, a linear layer for ce."""
+    """Return ``(encoder, head)``: the encoder and the head the method trains on it."""
+    from contrastkit.train.methods import get_method
+
     encoder = create_model(model, in_channels=shape.channels, image_size=shape.size, norm=norm)
     features = int(encoder.num_features)  # type: ignore[arg-type]
-    if method == "ce":
-        head: nn.Module = nn.Linear(features, max(shape.num_classes, 1))
-    else:
-        head = ProjectionHead(features, out_features=proj_dim, norm=norm)
+    head = get_method(method).head(features, shape.num_classes, proj_dim, norm)
     return encoder, head

@@ -1,0 +1,110 @@
+"""The training loop's inner parts: the loss of a batch, one optimisation step, one epoch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from contrastkit import distributed
+from contrastkit.data import MultiViewAugment
+from contrastkit.train.config import PretrainConfig
+from contrastkit.train.device import autocast
+from contrastkit.train.methods import get_method
+from contrastkit.train.rundata import augment_seed, epoch_batches
+from contrastkit.train.state import TrainingState
+
+
+def compute_loss(
+    cfg: PretrainConfig, state: TrainingState, views: Tensor, labels: Tensor
+) -> Tensor:
+    """The method's loss on a batch of augmented views.
+
+    The network runs under autocast; its output is cast to float32 for the loss (similarities,
+    log-sum-exp). Under ``torchrun`` the contrastive losses gather the views of every process.
+
+    Args:
+        cfg: The run's config (method, temperature, memory format).
+        state: Holds the network.
+        views: Shape: (B, V, C, H, W).
+        labels: Shape: (B,).
+
+    Returns:
+        A 0-dim loss.
+    """
+    method = get_method(cfg.method)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    assert cfg.temperature is not None
+    x = method.inputs(views).contiguous(memory_format=fmt)
+    with autocast(views.device.type, state.amp_dtype):
+        out = state.network(x).float()
+    gather = distributed.is_distributed()
+    return method.loss(out, labels, views.shape[1], cfg.temperature, gather)
+
+
+def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels: Tensor) -> float:
+    """One optimisation step (loss, backward, optimiser, schedule); returns the loss value.
+
+    Under ``torchrun`` the value is the mean over processes: the loss of the global batch.
+    """
+    loss = compute_loss(cfg, state, views, labels)  # autocast inside, around the network only
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    return float(distributed.all_reduce(loss.detach(), "mean"))
+
+
+def train_epoch(
+    cfg: PretrainConfig,
+    state: TrainingState,
+    augment: MultiViewAugment,
+    images: Tensor,
+    labels: Tensor,
+    bar: Any,
+) -> tuple[list[dict[str, Any]], list[float], int]:
+    """One pass over the data in shuffled full batches; returns step records, losses, images seen.
+
+    Under DDP each process takes its share of every batch (see :func:`epoch_batches`) and
+    ``seen`` counts the images of all processes.
+
+    Args:
+        cfg: The run's config.
+        state: Networks, optimiser and generators (updated in place, ``state.step`` included).
+        augment: Draws the views of each batch.
+        images: All training images on the device, uint8. Shape: (N, C, H, W).
+        labels: Their labels. Shape: (N,).
+        bar: A tqdm progress bar (or anything with ``update`` and ``set_postfix``).
+    """
+    t0 = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    losses: list[float] = []
+    seen = 0
+    world = distributed.world_size()
+    state.encoder.train()
+    state.head.train()
+    # different augmentations on every process, reproducible per (seed, epoch, rank)
+    seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
+    state.generators["augment"].manual_seed(seed)
+    for idx in epoch_batches(len(images), cfg.batch_size, seed=cfg.seed, epoch=state.epoch):
+        idx = idx.to(images.device)
+        lr = state.optimizer.param_groups[0]["lr"]
+        x = augment(images[idx], state.generators["augment"])  # (B / W, V, C, H, W)
+        loss = train_step(cfg, state, x, labels[idx])
+        state.step += 1
+        seen += len(idx) * world
+        losses.append(loss)
+        records.append(
+            {"kind": "step", "epoch": state.epoch + 1, "step": state.step, "loss": loss, "lr": lr}
+        )
+        bar.update(1)
+        bar.set_postfix(
+            epoch=state.epoch + 1,
+            loss=f"{loss:.4f}",
+            lr=f"{lr:.3g}",
+            img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+        )
+    return records, losses, seen

@@ -1,0 +1,139 @@
+"""The data of a pretraining run: in-memory splits, the per-epoch batch order, the augmentation.
+
+:func:`epoch_batches` is the one place that orders the data: a ``DistributedSampler`` gives each
+process its share of every global batch, so W processes see the batches one process would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+
+from contrastkit import distributed
+from contrastkit.data import (
+    ImageTensorDataset,
+    MultiViewAugment,
+    channel_stats,
+    dataset_info,
+    resolve_dataset,
+)
+from contrastkit.errors import ContrastkitError
+from contrastkit.train.config import PretrainConfig
+from contrastkit.train.methods import get_method
+from contrastkit.train.networks import DataShape
+
+
+@dataclass
+class RunData:
+    """The in-memory splits a run uses."""
+
+    train: ImageTensorDataset
+    bank: ImageTensorDataset | None
+    test: ImageTensorDataset | None
+    shape: DataShape
+
+
+def _check_labels(cfg: PretrainConfig, train: ImageTensorDataset) -> None:
+    if get_method(cfg.method).uses_labels and not train.has_labels:
+        raise ContrastkitError(
+            f"method {cfg.method} needs labels, but {train.name} has unlabelled images; "
+            "use --method simclr or a labelled split"
+        )
+
+
+def load_run_data(
+    cfg: PretrainConfig,
+    data: str | Dataset[tuple[Tensor, int]],
+    test_data: str | Dataset[tuple[Tensor, int]] | None,
+) -> RunData:
+    """Load the pretraining split, the kNN bank (labelled train images) and the test split."""
+    kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}
+    bank: ImageTensorDataset | None
+    test: ImageTensorDataset | None
+    if isinstance(data, str):
+        info = dataset_info(data)
+        split = cfg.train_split or "train"
+        train = resolve_dataset(data, split, **kw)  # type: ignore[arg-type]
+        _check_labels(cfg, train)
+        bank = train if train.has_labels else None
+        if bank is None and "train" in info.splits and split != "train":
+            bank = resolve_dataset(data, "train", **kw)  # type: ignore[arg-type]
+        test = resolve_dataset(test_data or data, "test", **kw)  # type: ignore[arg-type]
+    else:
+        train = resolve_dataset(data, "train")
+        bank = train if train.has_labels else None
+        test = resolve_dataset(test_data, "test") if test_data is not None else None
+    if cfg.limit is not None and cfg.limit < len(train):
+        g = torch.Generator().manual_seed(0)
+        train = train.subset(torch.randperm(len(train), generator=g)[: cfg.limit])
+        bank = train if train.has_labels else bank
+    if len(train) < 2:
+        raise ContrastkitError(f"the training data has {len(train)} image(s); need at least 2")
+    _check_labels(cfg, train)
+    if test is not None and not test.has_labels:
+        test = None
+    mean, std = channel_stats(train.images)
+    c, h, w = train.image_shape
+    classes = (bank or train).classes
+    shape = DataShape(c, max(h, w), len(classes), mean, std, classes)
+    return RunData(train, bank, test, shape)
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Tensor]:
+    """This process's batches of one epoch: shuffled indices cut into full batches.
+
+    A ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)`` with ``set_epoch(epoch)``
+    gives process r the positions r, r + W, r + 2W… of one permutation of 0..n−1; cut into
+    batches of ``batch_size / W``, step k of all processes together covers positions
+    [k·B, (k+1)·B) of that permutation: exactly the global batch one process would draw (W = 1
+    runs the same code), so a run on W processes sees the same batches as one process. The last
+    partial batch is dropped; when n ≤ batch_size the whole shuffled set is one batch. The order
+    depends only on (seed, epoch), so a resumed run continues it exactly.
+
+    Raises:
+        ValueError: if the number of processes does not divide ``batch_size``.
+    """
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n),  # type: ignore[arg-type]  # any sized sequence works
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    local = torch.tensor(list(sampler), dtype=torch.long)  # (n // W,)
+    if n <= batch_size:
+        return [local]
+    per_process = distributed.local_batch_size(batch_size)
+    return list(local[: len(local) - len(local) % per_process].split(per_process))
+
+
+def augment_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of the augmentation generator for one epoch on one process (distinct per rank)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Number of batches :func:`epoch_batches` yields."""
+    return 1 if n <= batch_size else n // batch_size
+
+
+def augmentation(
+    cfg: PretrainConfig, source: str | Dataset[tuple[Tensor, int]], shape: DataShape
+) -> MultiViewAugment:
+    """The run's augmentation: ``--augment``, else the data set's preset, with the method's views.
+
+    A ``Dataset`` object gets ``simclr`` for colour images and ``fashion-mnist`` for grey ones.
+    """
+    preset = cfg.augment or (
+        dataset_info(source).preset
+        if isinstance(source, str)
+        else ("simclr" if shape.channels == 3 else "fashion-mnist")
+    )
+    views = get_method(cfg.method).views(cfg.views)
+    return MultiViewAugment(preset, views, shape.mean, shape.std)
