@@ -23,7 +23,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contrastkit.train.checkpoint import load_checkpoint
-from contrastkit.train.rundir import CHECKPOINT, read_metrics
+from contrastkit.train.metrics import read_metrics
+from contrastkit.train.rundir import CHECKPOINT
 
 pretrain_module = importlib.import_module("contrastkit.train.pretrain")  # not the function
 loop_module = importlib.import_module("contrastkit.train.loop")

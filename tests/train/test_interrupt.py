@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from contrastkit.train.checkpoint import load_checkpoint
-from contrastkit.train.rundir import CHECKPOINT, read_metrics
+from contrastkit.train.metrics import read_metrics
+from contrastkit.train.rundir import CHECKPOINT
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 COMMON = ["--data", "digits", "--device", "cpu", "--quiet", "--knn-every", "0"]

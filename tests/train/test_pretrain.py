@@ -9,8 +9,8 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train import linear_probe, pretrain
 from contrastkit.train.checkpoint import load_checkpoint
 from contrastkit.train.config import PretrainConfig, from_dict
+from contrastkit.train.metrics import read_metrics
 from contrastkit.train.rundata import epoch_batches
-from contrastkit.train.rundir import read_metrics
 
 TINY = {"limit": 64, "batch_size": 32, "epochs": 1, "quiet": True, "knn_k": 10, "device": "cpu"}
 

@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from contrastkit.cli import main
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import knn, pretrain, run
-from contrastkit.train.rundir import knn_curve, read_metrics
+from contrastkit.train.metrics import knn_curve, read_metrics
 
 TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "1", "--quiet", "--device", "cpu"]
 

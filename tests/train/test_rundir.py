@@ -6,8 +6,9 @@ import subprocess
 import pytest
 
 from contrastkit.errors import ContrastkitError
-from contrastkit.train import rundir
-from contrastkit.train.rundir import git_dirty, git_sha, provenance
+from contrastkit.train import files, lock, metrics, resume, rundir
+from contrastkit.train import provenance as provenance_module
+from contrastkit.train.provenance import git_dirty, git_sha, provenance
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 
@@ -72,13 +73,13 @@ def test_outside_a_checkout(tmp_path, monkeypatch, clean_git_env):
 @needs_git
 def test_provenance_reads_the_source_state_once_per_process(monkeypatch):
     calls = []
-    monkeypatch.setattr(rundir, "git_sha", lambda: calls.append("sha") or "f" * 40)
-    monkeypatch.setattr(rundir, "git_dirty", lambda: calls.append("dirty") or True)
-    rundir.source_state.cache_clear()
+    monkeypatch.setattr(provenance_module, "git_sha", lambda: calls.append("sha") or "f" * 40)
+    monkeypatch.setattr(provenance_module, "git_dirty", lambda: calls.append("dirty") or True)
+    provenance_module.source_state.cache_clear()
     try:
         first, second = provenance("cpu"), provenance("cpu")
     finally:
-        rundir.source_state.cache_clear()
+        provenance_module.source_state.cache_clear()
     assert calls == ["sha", "dirty"]  # a commit during a long run does not relabel it
     assert first["git_sha"] == second["git_sha"] == "f" * 40
     assert first["git_dirty"] is True and {"torch", "threads", "device"} <= set(first)
@@ -89,24 +90,24 @@ def _run_dir(path, monitored, knn=None, **config):
     path.mkdir()
     rundir.write_config(path, {"method": "supcon", "knn_k": 200, "knn_t": 0.1, **config}, {})
     for epoch in (1, 2, 3):
-        rundir.append_metrics(path, {"kind": "step", "step": epoch})
-        rundir.append_metrics(
+        metrics.append_metrics(path, {"kind": "step", "step": epoch})
+        metrics.append_metrics(
             path, {"kind": "epoch", "epoch": epoch, "knn_acc": monitored.get(epoch)}
         )
     if knn is not None:
         knn = {"test_acc": 0.9, "k": 200, "t": 0.1, "n_train": 500, **knn}
-        rundir.write_json(path / "knn.json", {k: v for k, v in knn.items() if v is not None})
+        files.write_json(path / "knn.json", {k: v for k, v in knn.items() if v is not None})
     return path
 
 
 def test_knn_curve_is_the_monitor_closed_by_the_final_evaluation(tmp_path):
     run = _run_dir(tmp_path / "a", {2: 0.7}, knn={})
-    assert rundir.knn_curve(run) == [(2, 0.7), (3, 0.9)]
+    assert metrics.knn_curve(run) == [(2, 0.7), (3, 0.9)]
     run = _run_dir(tmp_path / "b", {2: 0.7, 3: 0.8}, knn={})  # monitored at the end: kept as is
-    assert rundir.knn_curve(run) == [(2, 0.7), (3, 0.8)]
-    assert rundir.knn_curve(_run_dir(tmp_path / "c", {1: 0.6})) == [(1, 0.6)]  # not evaluated
+    assert metrics.knn_curve(run) == [(2, 0.7), (3, 0.8)]
+    assert metrics.knn_curve(_run_dir(tmp_path / "c", {1: 0.6})) == [(1, 0.6)]  # not evaluated
     run = _run_dir(tmp_path / "d", {}, knn={}, limit=500)
-    assert rundir.knn_curve(run) == [(3, 0.9)]
+    assert metrics.knn_curve(run) == [(3, 0.9)]
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ def test_knn_curve_leaves_out_a_final_evaluation_that_measured_something_else(
     tmp_path, knn, config
 ):
     run = _run_dir(tmp_path / "r", {2: 0.7}, knn=knn, **config)
-    assert rundir.knn_curve(run) == [(2, 0.7)]
+    assert metrics.knn_curve(run) == [(2, 0.7)]
 
 
 def test_resume_keeps_a_dataset_object_run_and_a_registry_run_apart(tmp_path):
@@ -127,15 +128,15 @@ def test_resume_keeps_a_dataset_object_run_and_a_registry_run_apart(tmp_path):
         path.mkdir()
         rundir.write_config(path, {"data": data, "method": "ce", "epochs": 2}, {"seed": 0})
     with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again as data="):
-        rundir.resumed_options({"out": str(obj)}, "pretrain")
+        resume.resumed_options({"out": str(obj)}, "pretrain")
     with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again"):
-        rundir.resumed_options({"out": str(obj), "data": "digits"}, "pretrain")
+        resume.resumed_options({"out": str(obj), "data": "digits"}, "pretrain")
     with pytest.raises(ContrastkitError, match="run on the data set 'digits', not on a Dataset"):
-        rundir.resumed_options({"out": str(named), "data": rundir.CUSTOM_DATA}, "pretrain", True)
+        resume.resumed_options({"out": str(named), "data": rundir.CUSTOM_DATA}, "pretrain", True)
     given = {"out": str(obj), "data": rundir.CUSTOM_DATA, "epochs": 2, "quiet": True}
-    resumed = rundir.resumed_options(given, "pretrain", data_object=True)
+    resumed = resume.resumed_options(given, "pretrain", data_object=True)
     assert resumed == {**given, "method": "ce", "resume": True}
-    assert rundir.resumed_options({"out": str(named)}, "pretrain")["data"] == "digits"
+    assert resume.resumed_options({"out": str(named)}, "pretrain")["data"] == "digits"
 
 
 # --- metrics.jsonl: a torn last line is dropped, other damage is one error naming the line ------
@@ -153,13 +154,13 @@ STEP2 = b'{"kind": "step", "step": 2}\n'
 
 def test_a_torn_last_line_is_left_out_and_a_resume_drops_it(tmp_path):
     run = _metrics(tmp_path / "r", STEP1 + STEP2 + b'{"kind": "epoch", "ep')
-    assert rundir.read_metrics(run) == [{"kind": "step", "step": 1}, {"kind": "step", "step": 2}]
-    rundir.truncate_metrics(run, 1)
+    assert metrics.read_metrics(run) == [{"kind": "step", "step": 1}, {"kind": "step", "step": 2}]
+    metrics.truncate_metrics(run, 1)
     assert (run / rundir.METRICS).read_bytes() == STEP1
     # a complete JSON object without its newline is torn too: the write did not finish
     run = _metrics(tmp_path / "s", STEP1 + STEP2.rstrip(b"\n"))
-    assert rundir.read_metrics(run) == [{"kind": "step", "step": 1}]
-    rundir.truncate_metrics(run, 5)
+    assert metrics.read_metrics(run) == [{"kind": "step", "step": 1}]
+    metrics.truncate_metrics(run, 5)
     assert (run / rundir.METRICS).read_bytes() == STEP1
     assert [p.name for p in run.iterdir()] == [rundir.METRICS]  # no temporary left
 
@@ -180,7 +181,7 @@ def test_a_torn_last_line_is_left_out_and_a_resume_drops_it(tmp_path):
 )
 def test_other_damage_is_one_error_naming_file_and_line(tmp_path, data, message):
     run = _metrics(tmp_path / "r", data)
-    for read in (rundir.read_metrics, lambda p: rundir.truncate_metrics(p, 1)):
+    for read in (metrics.read_metrics, lambda p: metrics.truncate_metrics(p, 1)):
         with pytest.raises(ContrastkitError, match=message) as info:
             read(run)
         assert str(info.value).startswith(str(run / rundir.METRICS))
@@ -193,10 +194,10 @@ def test_a_damaged_json_result_is_one_error_naming_the_file(tmp_path):
         b'{"test_acc": 0.9'
     )  # a probe.json written before atomic writes
     with pytest.raises(ContrastkitError, match=r"knn.json is not JSON \(Expecting"):
-        rundir.read_json(tmp_path / "knn.json")
+        files.read_json(tmp_path / "knn.json")
     (tmp_path / "probe.json").write_bytes(b'{"a": "\xff"}')
     with pytest.raises(ContrastkitError, match=r"probe.json is not UTF-8 text \(byte 0xff"):
-        rundir.read_json(tmp_path / "probe.json")
+        files.read_json(tmp_path / "probe.json")
 
 
 # --- writes: atomic, and an OSError says what failed on which path ------------------------------
@@ -205,12 +206,12 @@ def test_a_damaged_json_result_is_one_error_naming_the_file(tmp_path):
 def test_write_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "config.yaml"
     target.write_text("old\n")
-    rundir.write_atomic(target, "new\n")
+    files.write_atomic(target, "new\n")
     assert target.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == [target.name]
     assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # like open(): the umask
     missing = tmp_path / "no" / "such" / "x.json"
     with pytest.raises(FileNotFoundError, match=f"cannot write {missing}: No such file"):
-        rundir.write_json(missing, {})
+        files.write_json(missing, {})
 
 
 def _umask() -> int:
@@ -301,19 +302,19 @@ def test_resume_of_a_directory_stopped_before_its_config_says_to_start_again(tmp
     run.mkdir()
     (run / ".lock").write_text("")
     with pytest.raises(ContrastkitError, match="stopped before it began: start it again without"):
-        rundir.resumed_options({"out": str(run)}, "pretrain")
+        resume.resumed_options({"out": str(run)}, "pretrain")
 
 
 # --- the lock -----------------------------------------------------------------------------------
 
 
 def test_a_second_lock_is_refused_at_once_naming_the_holder(tmp_path):
-    with rundir.RunLock(tmp_path):
+    with lock.RunLock(tmp_path):
         info = json.loads((tmp_path / ".lock").read_text())
         assert info["pid"] == os.getpid() and {"host", "command", "started"} <= set(info)
         with pytest.raises(ContrastkitError, match=f"is in use by pid {os.getpid()} on "):
-            rundir.RunLock(tmp_path)
+            lock.RunLock(tmp_path)
         with pytest.raises(ContrastkitError, match="is in use by"):
             rundir.open_run_dir(tmp_path, resume=True)
-    with rundir.RunLock(tmp_path):  # released: free again
+    with lock.RunLock(tmp_path):  # released: free again
         pass

@@ -15,7 +15,7 @@ from contrastkit.data import load_dataset
 from contrastkit.errors import ContrastkitWarning
 from contrastkit.train import knn, pretrain
 from contrastkit.train.config import load_yaml
-from contrastkit.train.rundir import read_metrics
+from contrastkit.train.metrics import read_metrics
 
 TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "2", "--quiet", "--device", "cpu"]
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
-from contrastkit.train import rundir
+from contrastkit.train import files, rundir
 from contrastkit.train.config import (
     EmbedConfig,
     KnnConfig,
@@ -235,14 +235,14 @@ def _write_probe(
     out.update(extra or {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    rundir.write_json(path / "probe.json", out)
+    files.write_json(path / "probe.json", out)
     _write_npz(path / "embeddings_test.npz", fte, test.labels)
     return out
 
 
 def _write_npz(path: Path, features: Tensor, labels: Tensor, **extra: Any) -> None:
     """Features (N, F) as float32 and labels (N,) as int64 (and ``extra`` arrays) to ``path``."""
-    with rundir.os_errors("write", path):
+    with files.os_errors("write", path):
         np.savez(
             path,
             features=features.cpu().numpy().astype(np.float32),
@@ -315,7 +315,7 @@ def _write_knn(
     out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    rundir.write_json(path / "knn.json", out)
+    files.write_json(path / "knn.json", out)
     return out
 
 
@@ -381,7 +381,7 @@ def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:
     out = Path(cfg.out)
     if out.suffix != ".npz":
         out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")
-    with rundir.os_errors("create directory", out.parent):
+    with files.os_errors("create directory", out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: np.array(v) for k, v in run.checkpoint_state.items()}
     _write_npz(out, feats, ds.labels, **state)

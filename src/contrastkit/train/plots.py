@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastkit.train import rundir
+from contrastkit.train import files, metrics
 
 TSNE_MAX_POINTS = 2000
 
@@ -36,7 +36,7 @@ def plot_loss_lr(metrics: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def plot_knn(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    """Plot the kNN test accuracy per epoch, one line per run (see ``rundir.knn_curve``)."""
+    """Plot the kNN test accuracy per epoch, one line per run (see ``metrics.knn_curve``)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for name, pts in curves.items():
@@ -137,16 +137,16 @@ def method_plots(run: Path, title: str) -> list[Path]:
     out = run / "plots"
     out.mkdir(exist_ok=True)
     made = []
-    metrics = rundir.read_metrics(run)
-    if metrics:
-        plot_loss_lr(metrics, out / "loss_lr.png", title)
-        plot_knn({title: rundir.knn_curve(run)}, out / "knn.png")
+    records = metrics.read_metrics(run)
+    if records:
+        plot_loss_lr(records, out / "loss_lr.png", title)
+        plot_knn({title: metrics.knn_curve(run)}, out / "knn.png")
         made += [out / "loss_lr.png", out / "knn.png"]
     if (run / "similarity.npz").is_file():
         s = np.load(run / "similarity.npz")
         plot_similarity(s["similarity"], s["positives"], out / "similarity.png", title)
         made.append(out / "similarity.png")
-    probe = rundir.read_json(run / "probe.json")
+    probe = files.read_json(run / "probe.json")
     if (run / "embeddings_test.npz").is_file():
         e = np.load(run / "embeddings_test.npz")
         classes = probe.get("classes") if probe else None

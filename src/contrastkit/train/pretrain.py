@@ -28,7 +28,7 @@ from contrastkit import distributed
 from contrastkit.data import MultiViewAugment
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
-from contrastkit.train import rundir
+from contrastkit.train import files, metrics, provenance, resume, rundir
 from contrastkit.train.config import PretrainConfig, from_dict, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import neighbours
@@ -82,7 +82,7 @@ def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainCon
     """
     cfg = from_dict(PretrainConfig, options)
     if cfg.resume:
-        resumed = rundir.resumed_options(options, "pretrain", data_object=data_is_object)
+        resumed = resume.resumed_options(options, "pretrain", data_object=data_is_object)
         return from_dict(PretrainConfig, resumed)
     autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a precision the device can do
     defaults = method_defaults(cfg.method, cfg.optimizer)
@@ -151,7 +151,7 @@ def pretrain(
 
     A directory that a start left before its first checkpoint (killed, out of disk, or failed)
     is started over, by a new call or by ``resume=True`` (then with its saved options); the
-    directory is locked while the run trains (:class:`~contrastkit.train.rundir.RunLock`).
+    directory is locked while the run trains (:class:`~contrastkit.train.lock.RunLock`).
 
     Args:
         data: A registry name (``digits``, the default; ``cifar10``, ``folder:PATH``…) or any
@@ -251,12 +251,12 @@ def _start(
     if ckpt_path.is_file():  # every process sees the directory as rank 0 prepared it
         load_state(state, ckpt_io.load_checkpoint(ckpt_path, map_location=device))
         if is_main():
-            rundir.truncate_metrics(out, state.step)
+            metrics.truncate_metrics(out, state.step)
         return state, True
     if is_main():
         rundir.discard_unstarted(out, keep=(rundir.CONFIG, rundir.LOCK))
         saved = {**to_dict(cfg), "resume": False}
-        prov = {**rundir.provenance(str(device)), "world_size": distributed.world_size()}
+        prov = {**provenance.provenance(str(device)), "world_size": distributed.world_size()}
         rundir.write_config(out, saved, prov)
     return state, False
 
@@ -275,7 +275,7 @@ def _finished(
     monitor runs only when that epoch was not monitored (and ``final_knn`` asks for it).
     """
     out = Path(str(cfg.out))
-    epochs = [r for r in rundir.read_metrics(out) if r["kind"] == "epoch"]
+    epochs = [r for r in metrics.read_metrics(out) if r["kind"] == "epoch"]
     last = epochs[-1] if epochs else {}
     knn_acc = last.get("knn_acc")
     if is_main():
@@ -300,7 +300,7 @@ def _write_snapshot(
     out = Path(str(cfg.out))
     if again or not (out / "similarity.npz").exists():
         snap: dict[str, Any] = similarity_snapshot(cfg, state, run_data, augment, device)
-        with rundir.os_errors("write", out / "similarity.npz"):
+        with files.os_errors("write", out / "similarity.npz"):
             np.savez(out / "similarity.npz", **snap)
 
 
@@ -350,7 +350,7 @@ def _train(
         )
         if is_main():
             for r in records:
-                rundir.append_metrics(out, r)
+                metrics.append_metrics(out, r)
             finished = state.epoch == cfg.epochs
             ckpt_path = out / rundir.CHECKPOINT
             ckpt_io.save_atomic(state_dict(state, cfg, run_data.shape, finished), ckpt_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastkit.errors import ContrastkitError
-from contrastkit.train import plots, rundir
+from contrastkit.train import files, metrics, plots, rundir
 from contrastkit.train.config import comma_list
 
 BASELINES = "baselines.json"
@@ -26,9 +26,9 @@ def method_row(run: Path) -> dict[str, Any]:
     timed). Without ``knn.json`` the kNN cell is the monitor's after the last epoch, if any.
     """
     cfg = rundir.read_config(run)
-    epochs = [r for r in rundir.read_metrics(run) if r["kind"] == "epoch"]
-    knn = rundir.read_json(run / "knn.json")
-    probe = rundir.read_json(run / "probe.json")
+    epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
+    knn = files.read_json(run / "knn.json")
+    probe = files.read_json(run / "probe.json")
     evals = [d.get("seconds") if d else None for d in (knn, probe)]
     monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
     return {
@@ -138,16 +138,16 @@ def build_report(run_dir: str | Path) -> Path:
             f"{root} holds no pretraining run (no checkpoints/last.pt or sub-runs)"
         )
     rows = [method_row(r) for r in runs]
-    baselines = rundir.read_json(root / BASELINES)
+    baselines = files.read_json(root / BASELINES)
     table = format_table(rows, baselines)
-    rundir.write_atomic(root / "table.md", table + "\n")
-    rundir.write_json(root / RESULTS, {"rows": rows, "baselines": baselines})
+    files.write_atomic(root / "table.md", table + "\n")
+    files.write_json(root / RESULTS, {"rows": rows, "baselines": baselines})
     figures: list[tuple[str, list[Path]]] = []
     curves = {}
     for run, row in zip(runs, rows, strict=True):
         figures.append((row["method"], plots.method_plots(run, row["method"])))
-        curves[row["method"]] = rundir.knn_curve(run)
-    with rundir.os_errors("create directory", root / "plots"):
+        curves[row["method"]] = metrics.knn_curve(run)
+    with files.os_errors("create directory", root / "plots"):
         (root / "plots").mkdir(exist_ok=True)
     overview = root / "plots" / "knn_all.png"
     plots.plot_knn(curves, overview)
@@ -165,15 +165,15 @@ def build_report(run_dir: str | Path) -> Path:
         "baselines use the same split.</p>",
         _img(overview, root),
     ]
-    for method, files in figures:
+    for method, pngs in figures:
         parts.append(f"<h2>{html.escape(method)}</h2>")
-        parts += [_img(f, root) for f in files]
+        parts += [_img(f, root) for f in pngs]
     parts.append(
         f"<h2>Configuration ({html.escape(runs[0].name)})</h2><pre>{html.escape(cfg_text)}</pre>"
     )
     parts.append("</body></html>")
     out = root / "report.html"
-    rundir.write_atomic(out, "\n".join(parts))
+    files.write_atomic(out, "\n".join(parts))
     return out
 
 
@@ -252,7 +252,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
         runs = [root] if single else _run_dirs(root)
         if not runs:
             raise ContrastkitError(f"{root} holds no pretraining run")
-        base = rundir.read_json(root / BASELINES)
+        base = files.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
         if base is not None:
             _, sources = baselines.setdefault(tuple(_baseline_rows(base)), (base, []))
@@ -269,7 +269,7 @@ def seed_summary(run_dirs: list[str | Path], pool: Sequence[str] = ()) -> dict[s
             # what else makes two numbers comparable: epochs done, probe and kNN settings
             recipe["epochs_done"] = measured["epochs"]
             for name, keys in (("probe", _PROBE_KEYS), ("knn", ("k", "t"))):
-                found = rundir.read_json(run / f"{name}.json") or {}
+                found = files.read_json(run / f"{name}.json") or {}
                 recipe.update({f"{name}_{k}": found.get(k) for k in keys})
             key = json.dumps(recipe, sort_keys=True, default=str)
             groups.setdefault(key, []).append((recipe, measured))

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from contrastkit.data import resolve_dataset
 from contrastkit.errors import ContrastkitError
-from contrastkit.train import rundir
+from contrastkit.train import files, provenance, resume, rundir
 from contrastkit.train.baselines import raw_pixel_baselines
 from contrastkit.train.config import RunConfig, comma_list, from_dict, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
@@ -66,7 +66,7 @@ def run(
     added: list[str] = []  # and those the resume adds to them
     if options.get("resume"):
         given_methods = options.pop("methods", None)
-        options = rundir.resumed_options(options, "run", data_object=is_object)
+        options = resume.resumed_options(options, "run", data_object=is_object)
         if not is_object:
             data = options["data"]
         kept = comma_list(options["methods"])
@@ -104,13 +104,13 @@ def run(
     own = (rundir.CONFIG, rundir.LOCK, BASELINES)  # what the root holds before any method
     with rundir.open_run_dir(root, resume=cfg.resume, own=own, sub_runs=True):
         if not cfg.resume:
-            rundir.write_config(root, to_dict(cfg), rundir.provenance(cfg.device))
+            rundir.write_config(root, to_dict(cfg), provenance.provenance(cfg.device))
         if train.has_labels and test.has_labels and not (root / BASELINES).is_file():
-            rundir.write_json(root / BASELINES, raw_pixel_baselines(train, test))
+            files.write_json(root / BASELINES, raw_pixel_baselines(train, test))
         _train_methods(root, cfg, data, test_data, kept, added)
         build_report(root)
     rows = [method_row(root / m) for m in methods]
-    base = rundir.read_json(root / BASELINES)
+    base = files.read_json(root / BASELINES)
     table = format_table(rows, base)
     return {"dir": root, "rows": rows, "baselines": base, "table": table}
 
@@ -169,7 +169,7 @@ def _train_methods(
         done = (out / "probe.json").is_file() and (out / "knn.json").is_file()
         if done:
             continue
-        resume = (out / rundir.CHECKPOINT).is_file()
+        resuming = (out / rundir.CHECKPOINT).is_file()
         # knn.json, computed right below from the final weights, closes the kNN curve; after
         # --limit the monitor's bank is the subset, so there the last epoch is monitored too
         pretrain(
@@ -178,11 +178,11 @@ def _train_methods(
             final_knn=cfg.limit is not None,
             method=method,
             out=str(out),
-            resume=resume,
+            resume=resuming,
             # a resumed method keeps its saved options except those a resume may change
             **(
-                {k: getattr(cfg, k) for k in rundir.RESUME_MAY_CHANGE if k != "resume"}
-                if resume
+                {k: getattr(cfg, k) for k in resume.RESUME_MAY_CHANGE if k != "resume"}
+                if resuming
                 else common
             ),
         )
@@ -208,7 +208,7 @@ def _check_same_recipe(root: Path, kept: list[str], common: dict[str, Any]) -> N
         if not (root / method / rundir.CONFIG).is_file():
             continue
         saved = rundir.read_config(root / method)
-        may_differ = rundir.RESUME_MAY_CHANGE
+        may_differ = resume.RESUME_MAY_CHANGE
         diff = [k for k, v in common.items() if k not in may_differ and saved.get(k, v) != v]
         if diff:
             raise ContrastkitError(
