@@ -1,8 +1,15 @@
 """contrastkit: contrastive representation learning in PyTorch.
 
 The loss core lives in :mod:`contrastkit.losses`; the training system in
-:mod:`contrastkit.train`. ``pretrain``, ``linear_probe``, ``knn``, ``embed``, ``run``,
-``report`` and ``seed_summary`` are importable from here (loaded on first use, so ``import contrastkit`` stays fast).
+:mod:`contrastkit.train`. The commands' functions (``pretrain``, ``run``, ``resume``,
+``linear_probe``, ``knn``, ``embed``, ``report``, ``seed_summary``) and their typed configs
+(``PretrainConfig``, ``RunConfig``, ``ProbeConfig``, ``KnnConfig``, ``EmbedConfig``) are
+importable from here, loaded on first use, so ``import contrastkit`` stays fast::
+
+    import contrastkit as ck
+
+    r = ck.pretrain(ck.PretrainConfig(method="simclr", epochs=100, out="runs/x"))
+    ck.linear_probe("runs/x")
 """
 
 from __future__ import annotations
@@ -17,8 +24,17 @@ _LAZY = {
     "knn": "contrastkit.train.evaluate",
     "embed": "contrastkit.train.evaluate",
     "run": "contrastkit.train.run",
+    "resume": "contrastkit.train.resume",
     "report": ("contrastkit.train.report", "build_report"),
-    "seed_summary": "contrastkit.train.report",
+    "seed_summary": "contrastkit.train.summary",
+    "PretrainConfig": "contrastkit.train.config",
+    "RunConfig": "contrastkit.train.config",
+    "ProbeConfig": "contrastkit.train.config",
+    "ProbeSettings": "contrastkit.train.config",
+    "KnnConfig": "contrastkit.train.config",
+    "EmbedConfig": "contrastkit.train.config",
+    "PretrainResult": "contrastkit.train.pretrain",
+    "RunResult": "contrastkit.train.run",
     "ContrastkitError": "contrastkit.errors",
     "ContrastkitWarning": "contrastkit.errors",
 }
@@ -26,12 +42,21 @@ _LAZY = {
 __all__ = [
     "ContrastkitError",
     "ContrastkitWarning",
+    "EmbedConfig",
+    "KnnConfig",
+    "PretrainConfig",
+    "PretrainResult",
+    "ProbeConfig",
+    "ProbeSettings",
+    "RunConfig",
+    "RunResult",
     "__version__",
     "embed",
     "knn",
     "linear_probe",
     "pretrain",
     "report",
+    "resume",
     "run",
     "seed_summary",
 ]

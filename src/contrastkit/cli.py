@@ -20,6 +20,8 @@ from typing import Any, NoReturn, TextIO
 
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 
+Command = Callable[[argparse.Namespace, dict[str, Any]], None]
+
 POSITIONAL = {"run_dir"}
 
 
@@ -28,19 +30,21 @@ def _field_type(hint: Any) -> Any:
     return next(a for a in args if a is not type(None))
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
+def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per option of config class ``cls`` (a positional for ``run_dir``), with its help."""
+    from contrastkit.train.config import options
+
+    for o in options(cls):
+        default = o.field.default
+        help_text = o.help
+        shown = default is not None and default is not False and default != ""
+        if shown and o.name not in POSITIONAL and "default" not in help_text:
+            help_text += f" (default: {default})"
+        if o.name in POSITIONAL:
+            parser.add_argument(o.name, help=help_text)
             continue
-        help_text = f.metadata.get("help", "")
-        if f.default not in (None, "", False) and f.name not in POSITIONAL:
-            help_text += f" (default: {f.default})"
-        if f.name in POSITIONAL:
-            parser.add_argument(f.name, help=help_text)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        t = _field_type(hints[f.name])
+        flag = "--" + o.name.replace("_", "-")
+        t = _field_type(o.hint)
         if t is bool:
             parser.add_argument(
                 flag,
@@ -50,28 +54,44 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = fro
             )
         else:
             parser.add_argument(
-                flag, type=t, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text
+                flag, type=t, default=argparse.SUPPRESS, metavar=o.name.upper(), help=help_text
             )
 
 
+_NOT_OPTIONS = ("command", "config", "func", "resume")
+
+
 def _options(ns: argparse.Namespace) -> dict[str, Any]:
-    """Merge ``--config`` file values with the flags given (flags win)."""
+    """The options given: ``--config`` file values, overridden by the flags given."""
     from contrastkit.train.config import load_yaml
     from contrastkit.train.rundir import PROVENANCE_KEY
 
-    given = {k: v for k, v in vars(ns).items() if k not in ("command", "config", "func")}
     values: dict[str, Any] = {}
     if getattr(ns, "config", None):
         values = load_yaml(ns.config)
         values.pop(PROVENANCE_KEY, None)
-    values.update(given)
+    values.update({k: v for k, v in vars(ns).items() if k not in _NOT_OPTIONS})
     return values
 
 
-def _cmd_pretrain(opts: dict[str, Any]) -> None:
-    from contrastkit.train.pretrain import pretrain
+def _resume(ns: argparse.Namespace, given: dict[str, Any], command: str) -> Any:
+    """Continue the run in ``--out`` (:func:`contrastkit.train.resume.resume_with`)."""
+    from contrastkit.train.resume import resume_with
 
-    r = pretrain(**opts)
+    out = given.pop("out", None)
+    if not out:
+        raise ContrastkitError("--resume needs --out, the run directory to continue")
+    return resume_with(out, given, command=command)
+
+
+def _cmd_pretrain(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    if ns.resume:
+        r = _resume(ns, given, "pretrain")
+    else:
+        from contrastkit.train.config import PretrainConfig, from_dict
+        from contrastkit.train.pretrain import pretrain
+
+        r = pretrain(from_dict(PretrainConfig, given))
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     knn = "–" if r.knn_acc is None else f"{100 * r.knn_acc:.2f} %"
@@ -84,51 +104,59 @@ def _cmd_pretrain(opts: dict[str, Any]) -> None:
     print(f"run directory: {r.run_dir}")
 
 
-def _cmd_probe(opts: dict[str, Any]) -> None:
+def _cmd_run(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    if ns.resume:
+        r = _resume(ns, given, "run")
+    else:
+        from contrastkit.train.config import RunConfig, from_dict
+        from contrastkit.train.run import run
+
+        r = run(from_dict(RunConfig, given))
+    print(r.table)
+    print(f"report: {r.dir}/report.html")
+
+
+def _cmd_probe(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import ProbeConfig, from_dict
     from contrastkit.train.evaluate import linear_probe
 
-    run_dir = opts.pop("run_dir")
-    r = linear_probe(run_dir, **opts)
+    cfg = from_dict(ProbeConfig, given)
+    r = linear_probe(cfg)
     print(
-        f"linear probe: train {100 * r['train_acc']:.2f} %, test {100 * r['test_acc']:.2f} % → {run_dir}/probe.json"
+        f"linear probe: train {100 * r['train_acc']:.2f} %, test {100 * r['test_acc']:.2f} % "
+        f"→ {cfg.run_dir}/probe.json"
     )
 
 
-def _cmd_knn(opts: dict[str, Any]) -> None:
+def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import KnnConfig, from_dict
     from contrastkit.train.evaluate import knn
 
-    run_dir = opts.pop("run_dir")
-    r = knn(run_dir, **opts)
-    print(f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % → {run_dir}/knn.json")
+    cfg = from_dict(KnnConfig, given)
+    r = knn(cfg)
+    print(
+        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % → {cfg.run_dir}/knn.json"
+    )
 
 
-def _cmd_embed(opts: dict[str, Any]) -> None:
+def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import EmbedConfig, from_dict
     from contrastkit.train.evaluate import embed
 
-    run_dir = opts.pop("run_dir")
-    path = embed(run_dir, **opts)
-    print(f"wrote {path}")
+    print(f"wrote {embed(from_dict(EmbedConfig, given))}")
 
 
-def _cmd_run(opts: dict[str, Any]) -> None:
-    from contrastkit.train.run import run
-
-    r = run(**opts)
-    print(r["table"])
-    print(f"report: {r['dir']}/report.html")
-
-
-def _cmd_report(opts: dict[str, Any]) -> None:
+def _cmd_report(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.report import build_report
 
-    path = build_report(opts["run_dir"])
+    path = build_report(given["run_dir"])
     print((path.parent / "table.md").read_text().rstrip())
     print(f"report: {path}")
 
 
-def _cmd_summarize(opts: dict[str, Any]) -> None:
+def _cmd_summarize(ns: argparse.Namespace, opts: dict[str, Any]) -> None:
     from contrastkit.train.config import comma_list
-    from contrastkit.train.report import seed_summary
+    from contrastkit.train.summary import seed_summary
 
     pool = comma_list(*(opts.get("pool") or []))
     table = seed_summary(opts["run_dirs"], pool=pool)["table"]
@@ -172,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive representation learning: pretrain, probe, report.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    commands: list[tuple[str, type, Callable[[dict[str, Any]], None], str]] = [
+    commands: list[tuple[str, type, Command, str]] = [
         ("pretrain", PretrainConfig, _cmd_pretrain, "pretrain an encoder (simclr, supcon or ce)"),
         (
             "linear-probe",
@@ -187,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     for name, cls, func, help_text in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_fields(p, cls)
+        _add_options(p, cls)
+        if name in ("pretrain", "run"):
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue the run in --out with its saved options (options given must "
+                "equal them, but for --device and --quiet"
+                + ("; --method may add methods)" if name == "run" else ")"),
+            )
         if name != "report":
             p.add_argument(
                 "--config", metavar="FILE.yaml", help="options from a YAML file (flags override)"
@@ -210,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_launch(command: str) -> None:
     """Under torchrun only ``pretrain`` runs; the other commands are single-process."""
-    from contrastkit.distributed import launched
+    from contrastkit.train.launch import launched
 
     if launched() and command != "pretrain":
         raise ContrastkitError(
@@ -262,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             _check_launch(ns.command)
-            ns.func(_options(ns))
+            ns.func(ns, _options(ns))
     except ContrastkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,13 +23,11 @@ class DatasetInfo:
         loader: ``(split, root, download, image_size) -> ImageTensorDataset``.
         splits: The split names the loader accepts.
         preset: Name of the augmentation preset (see :mod:`contrastkit.data.augment`).
-        pretrain_split: The split used for pretraining by default.
     """
 
     loader: Loader
     splits: tuple[str, ...]
     preset: str
-    pretrain_split: str = "train"
 
 
 def _digits(split: str, root: Path | None, download: bool, size: int | None) -> ImageTensorDataset:

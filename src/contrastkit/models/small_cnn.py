@@ -1,10 +1,9 @@
 """``small_cnn``: a VGG-style encoder for small grey images (digits 8×8, Fashion-MNIST 28×28).
 
 ``small_cnn_s2`` is the same network with a cheaper first stage: one stride-2 convolution in
-place of two full-resolution convolutions and a max-pool. At 28 px that is 21.7M instead of
-29.1M multiply-adds per image and no 28×28 activations to normalise: 1.6× faster float32
-training steps on a 2-core AVX2 CPU (``benchmarks/encoders.py``), but less accurate at equal
-wall time on Fashion-MNIST (docs/results-fashion-mnist.md, "30 minutes on the AVX2 CPU").
+place of two full-resolution convolutions and a max-pool (fewer multiply-adds, no
+full-resolution activations; its speed and accuracy are measured in ``benchmarks/encoders.py``
+and docs/training.md).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, width: int = 64, norm: str = "batch", stem: str = "pool"
+        self, in_channels: int = 1, width: int = 32, norm: str = "batch", stem: str = "pool"
     ) -> None:
         super().__init__()
         w = width
@@ -78,12 +77,12 @@ class SmallCNN(nn.Module):
 
 
 @register_model("small_cnn")
-def small_cnn(*, in_channels: int = 1, image_size: int = 28, norm: str = "batch") -> SmallCNN:
+def small_cnn(*, in_channels: int = 1, norm: str = "batch") -> SmallCNN:
     """The default encoder for ≤ 32 px grey images (width 32, 128 features)."""
-    return SmallCNN(in_channels, width=32, norm=norm)
+    return SmallCNN(in_channels, norm=norm)
 
 
 @register_model("small_cnn_s2")
-def small_cnn_s2(*, in_channels: int = 1, image_size: int = 28, norm: str = "batch") -> SmallCNN:
+def small_cnn_s2(*, in_channels: int = 1, norm: str = "batch") -> SmallCNN:
     """``small_cnn`` with a stride-2 first convolution (width 32, 128 features)."""
-    return SmallCNN(in_channels, width=32, norm=norm, stem="stride2")
+    return SmallCNN(in_channels, norm=norm, stem="stride2")

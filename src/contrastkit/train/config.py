@@ -1,188 +1,89 @@
-"""Typed, validated configs: one dataclass per command; unknown keys are rejected.
+"""Typed, validated configs: one tree of dataclasses for every command; unknown keys are rejected.
 
-Each field's ``metadata["help"]`` is its documentation, shown by ``--help`` in the CLI, so the
-text exists once; its ``metadata["rule"]`` is what it accepts (a number range or a list of
-names), checked by :func:`validate`, the one place of these rules. :func:`from_dict` builds a
-config from a YAML mapping or keyword options, checks types and rules and says which key is
-wrong, before anything is created on disk.
+:class:`PretrainConfig` is the recipe and the run of one method. ``contrastkit run`` is a list of
+methods plus :class:`ProbeSettings` plus one ``PretrainConfig`` (:class:`RunConfig`); the
+evaluation commands have their own small configs. Each field's ``metadata["help"]`` is its
+documentation, shown by ``--help``, and its ``metadata["rule"]`` what it accepts
+(:mod:`contrastkit.train.rules`). A config validates itself when it is built, so a bad value
+fails before anything is created on disk, from Python, YAML or the command line alike.
+
+Flags and YAML keys are flat (:func:`options`): a ``RunConfig``'s ``pretrain`` fields keep their
+names (``--epochs``), its ``probe`` fields get a ``probe_`` prefix (``--probe-epochs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from contrastkit.errors import ContrastkitError
-
-METHODS = ("simclr", "supcon", "ce")
-OPTIMIZERS = ("sgd", "lars", "adamw")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def spelling(name: str) -> str:
-    """How users spell option ``name``: the CLI flag and the keyword / YAML key."""
-    return f"--{name.replace('_', '-')} ({name})"
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A number rule: finite, at least ``low`` (above it if ``above``), below ``high`` if given."""
-
-    low: float
-    above: bool = False
-    high: float | None = None
-    why: str = ""
-
-    def expected(self, integer: bool) -> str:
-        """The rule in words, e.g. ``a finite number > 0`` or ``an integer >= 1``."""
-        kind = "an integer" if integer else "a finite number"
-        low = f"{self.low:g}" if not integer else str(int(self.low))
-        if self.high is None:
-            text = f"{kind} {'>' if self.above else '>='} {low}"
-        else:
-            high = f"{self.high:g}" if not integer else f"2**{int(self.high).bit_length() - 1}"
-            text = f"{kind} in {'(' if self.above else '['}{low}, {high})"
-        return text + (f" ({self.why})" if self.why else "")
-
-    def check(self, name: str, value: float) -> None:
-        """Raise :class:`ContrastkitError` naming the option unless ``value`` keeps the rule."""
-        finite = isinstance(value, int) or math.isfinite(value)
-        ok = finite and (value > self.low if self.above else value >= self.low)
-        if not ok or (self.high is not None and value >= self.high):
-            integer = isinstance(value, int)
-            raise ContrastkitError(
-                f"{spelling(name)} must be {self.expected(integer)}, got {value!r}"
-            )
-
-
-@dataclass(frozen=True)
-class Names:
-    """A name rule: one of ``names()`` (read when checked: registries fill up on import).
-
-    ``also`` accepts names of a pattern (``folder:PATH``, ``cuda:N``); ``many`` takes a
-    comma-separated list, each item a name and at least one item.
-    """
-
-    what: str
-    names: Callable[[], Sequence[str]]
-    also: Callable[[str], bool] | None = None
-    shown: str = ""
-    many: bool = False
-
-    def check(self, name: str, value: str) -> None:
-        """Raise :class:`ContrastkitError` naming the option unless every name is known."""
-        items = comma_list(value) if self.many else [value]
-        bad = [v for v in items if v not in self.names() and not (self.also and self.also(v))]
-        choices = ", ".join(self.names()) + (f" or {self.shown}" if self.shown else "")
-        if not items:
-            raise ContrastkitError(
-                f"{spelling(name)} must name at least one {self.what}, got {value!r}; "
-                f"choose from {choices}"
-            )
-        if bad:
-            raise ContrastkitError(
-                f"unknown {self.what} {', '.join(map(repr, bad))} for {spelling(name)}; choose "
-                + ("from" if self.many else "one of")
-                + f" {choices}"
-            )
-
-
-@dataclass(frozen=True)
-class Text:
-    """A text rule: not empty (a path, a split name checked later against the run's data)."""
-
-    what: str
-
-    def check(self, name: str, value: str) -> None:
-        """Raise :class:`ContrastkitError` naming the option if ``value`` is empty."""
-        if not value.strip():
-            raise ContrastkitError(
-                f"{spelling(name)} must be a non-empty {self.what}, got {value!r}"
-            )
-
-
-Rule = Bounds | Names | Text
-
-
-def _f(default: Any, help: str, rule: Rule | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "rule": rule})
-
-
-def _data_sets() -> Sequence[str]:
-    from contrastkit.data import DATASETS
-
-    return list(DATASETS)
-
-
-def _dataset_object(name: str) -> bool:
-    """Whether ``name`` is the placeholder a run on a ``Dataset`` object saves as its data."""
-    from contrastkit.train.rundir import CUSTOM_DATA
-
-    return name == CUSTOM_DATA
-
-
-def _other_data(name: str) -> bool:
-    """``folder:PATH`` with a path, or the placeholder of a run on a ``Dataset`` object."""
-    from contrastkit.data.registry import FOLDER_PREFIX
-
-    return _dataset_object(name) or (name.startswith(FOLDER_PREFIX) and name != FOLDER_PREFIX)
-
-
-def _models() -> Sequence[str]:
-    from contrastkit.models import model_names  # importing the package fills the registry
-
-    return model_names()
-
-
-def _norms() -> Sequence[str]:
-    from contrastkit.models import NORMS
-
-    return NORMS
-
-
-def _presets() -> Sequence[str]:
-    from contrastkit.data import PRESETS
-
-    return list(PRESETS)
-
-
-def _precisions() -> Sequence[str]:
-    from contrastkit.train.device import PRECISIONS
-
-    return PRECISIONS
-
-
-POSITIVE = Bounds(0, above=True)
-NON_NEGATIVE = Bounds(0)
-AT_LEAST_ONE = Bounds(1)
-DATA = Names("data set", _data_sets, _other_data, "folder:PATH")
-METHOD = Names("method", lambda: METHODS)
-MODEL = Names("model", _models)
-NORM = Names("norm", _norms)
-OPTIMIZER = Names("optimizer", lambda: OPTIMIZERS)
-AUGMENT = Names("augmentation preset", _presets)
-PRECISION = Names("precision", _precisions)
-DEVICE = Names(
-    "device", lambda: DEVICES, lambda d: re.fullmatch(r"cuda:\d+", d) is not None, "cuda:N"
+from contrastkit.train.rules import (
+    AT_LEAST_ONE,
+    AT_LEAST_TWO,
+    AUGMENT,
+    CONTRASTIVE_BATCH,
+    CUSTOM_DATA,
+    DATA,
+    DEVICE,
+    METHOD,
+    METHODS_LIST,
+    MODEL,
+    MOMENTUM,
+    NON_NEGATIVE,
+    NORM,
+    OPTIMIZER,
+    PATH,
+    POSITIVE,
+    PRECISION,
+    SEED,
+    SPLIT,
+    Rule,
+    comma_list,
+    spelling,
 )
-AT_LEAST_TWO = Bounds(2)
-MOMENTUM = Bounds(0, high=1)
-SEED = Bounds(0, high=2**63)
-CONTRASTIVE_BATCH = Bounds(2, why="a contrastive batch needs negatives")
-PATH = Text("path")
-SPLIT = Text("split name")
-METHODS_LIST = Names("method", lambda: METHODS, many=True)
+
+__all__ = [
+    "CUSTOM_DATA",
+    "EmbedConfig",
+    "KnnConfig",
+    "Option",
+    "PretrainConfig",
+    "ProbeConfig",
+    "ProbeSettings",
+    "RunConfig",
+    "comma_list",
+    "from_dict",
+    "load_yaml",
+    "options",
+    "to_dict",
+    "validate",
+]
+
+
+def _f(default: Any, help: str, rule: Rule | None = None, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, "rule": rule, **meta})
+
+
+class _Validated:
+    """A config that checks every field (type and rule) when it is built or replaced."""
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
-class PretrainConfig:
-    """Options of ``contrastkit pretrain`` (None = the recipe's default for the method)."""
+class PretrainConfig(_Validated):
+    """Options of ``contrastkit pretrain``: one method's recipe and run.
+
+    None means the recipe's default (:mod:`contrastkit.train.recipes`): per data set for
+    ``epochs``, ``batch_size`` and ``knn_k``, per method for ``lr``, ``weight_decay``,
+    ``warmup_epochs`` and ``temperature``, by image size for ``model``. The resolved values are
+    what a run's ``config.yaml`` records.
+    """
 
     data: str = _f(
         "digits",
@@ -209,14 +110,19 @@ class PretrainConfig:
     )
     model: str | None = _f(
         None,
-        "encoder: small_cnn, small_cnn_s2, resnet18, resnet34, resnet50 (default by image size)",
+        "encoder: small_cnn, small_cnn_s2, resnet18, resnet34, resnet50 or an import path "
+        "module:factory (default: small_cnn for grey images up to 32 px, else resnet18)",
         rule=MODEL,
     )
     norm: str = _f("batch", "normalisation layers: batch or group (BN-free)", rule=NORM)
-    epochs: int = _f(100, "training epochs", rule=AT_LEAST_ONE)
-    batch_size: int = _f(
-        256,
-        "images per step, all processes together (each gives `views` views)",
+    epochs: int | None = _f(
+        None,
+        "training epochs (default: the data set's, 100; 30 on fashion-mnist)",
+        rule=AT_LEAST_ONE,
+    )
+    batch_size: int | None = _f(
+        None,
+        "images per step, all processes together, each giving `views` views (default 256)",
         rule=CONTRASTIVE_BATCH,
     )
     views: int = _f(2, "augmented views per image for simclr/supcon (ce uses 1)", rule=AT_LEAST_ONE)
@@ -243,7 +149,7 @@ class PretrainConfig:
         1, "run the kNN monitor every this many epochs (0 = only at the end)", rule=NON_NEGATIVE
     )
     seed: int = _f(0, "random seed (model init, data order, augmentation)", rule=SEED)
-    device: str = _f("auto", "auto, cpu or cuda", rule=DEVICE)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     precision: str = _f(
         "auto",
         "autocast: auto (float16 + grad scaling on CUDA, float32 on CPU), fp32, bf16 or fp16 (CUDA)",
@@ -254,28 +160,37 @@ class PretrainConfig:
     )
     channels_last: bool = _f(True, "channels-last memory format for convolutions")
     out: str | None = _f(
-        None, "run directory (default runs/<data>-<method>-<timestamp>)", rule=PATH
+        None,
+        "run directory (default runs/<data>-<method>-<timestamp>)",
+        rule=PATH,
+        run_help="directory of the whole run, one sub-directory per method "
+        "(default runs/<data>-<timestamp>)",
     )
-    resume: bool = _f(False, "continue the run in `out` from checkpoints/last.pt")
     quiet: bool = _f(False, "no progress bars")
 
 
 @dataclass
-class ProbeConfig:
-    """Options of ``contrastkit linear-probe``: a linear classifier on frozen features."""
+class ProbeSettings(_Validated):
+    """How the linear probe trains: AdamW with a per-step cosine on frozen features."""
 
-    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
     epochs: int = _f(100, "probe training epochs", rule=AT_LEAST_ONE)
     batch_size: int = _f(256, "probe batch size", rule=AT_LEAST_ONE)
     lr: float = _f(0.01, "AdamW learning rate of the probe (cosine decay)", rule=POSITIVE)
     weight_decay: float = _f(1e-4, "probe weight decay", rule=NON_NEGATIVE)
+
+
+@dataclass
+class ProbeConfig(ProbeSettings):
+    """Options of ``contrastkit linear-probe``: a linear classifier on frozen features."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
     seed: int = _f(0, "random seed of the probe", rule=SEED)
-    device: str = _f("auto", "auto, cpu or cuda", rule=DEVICE)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     quiet: bool = _f(False, "no progress bars")
 
 
 @dataclass
-class KnnConfig:
+class KnnConfig(_Validated):
     """Options of ``contrastkit knn``: weighted cosine kNN on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
@@ -285,11 +200,11 @@ class KnnConfig:
         "temperature of the vote weights exp(s/t) (default: the run's knn_t)",
         rule=POSITIVE,
     )
-    device: str = _f("auto", "auto, cpu or cuda", rule=DEVICE)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
 
 
 @dataclass
-class EmbedConfig:
+class EmbedConfig(_Validated):
     """Options of ``contrastkit embed``: backbone features of a split to an ``.npz`` file."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
@@ -299,69 +214,74 @@ class EmbedConfig:
         "output .npz with features (N, F) float32 and labels (N,) int64",
         rule=PATH,
     )
-    device: str = _f("auto", "auto, cpu or cuda", rule=DEVICE)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
 
 
 @dataclass
-class RunConfig:
-    """Options of ``contrastkit run``: pretrain each method, probe, kNN, table and report."""
+class RunConfig(_Validated):
+    """Options of ``contrastkit run``: pretrain each method, probe, kNN, table and report.
 
-    data: str = _f("digits", "data set (see pretrain)", rule=DATA)
-    methods: str = _f("simclr,supcon,ce", "comma-separated methods", rule=METHODS_LIST)
-    out: str | None = _f(
-        None, "directory of the whole run (default runs/<data>-<timestamp>)", rule=PATH
+    Every method trains with the one ``pretrain`` recipe (its ``method`` field is set per
+    method, its ``out`` is the run's directory, each method in ``out/<method>``).
+    """
+
+    method: str = _f("simclr,supcon,ce", "comma-separated methods to compare", rule=METHODS_LIST)
+    pretrain: PretrainConfig = field(
+        default_factory=PretrainConfig, metadata={"flatten": "", "help": ""}
     )
-    data_root: str | None = _f(None, "directory of the data files")
-    download: bool = _f(False, "download the data with torchvision first")
-    image_size: int | None = _f(None, "resize folder images to this square size", rule=AT_LEAST_ONE)
-    limit: int | None = _f(None, "use only this many training images", rule=AT_LEAST_TWO)
-    model: str | None = _f(None, "encoder (default by image size)", rule=MODEL)
-    norm: str = _f("batch", "batch or group", rule=NORM)
-    epochs: int | None = _f(
-        None, "pretraining epochs (default: the data set's recipe)", rule=AT_LEAST_ONE
+    probe: ProbeSettings = field(
+        default_factory=ProbeSettings, metadata={"flatten": "probe_", "help": ""}
     )
-    batch_size: int | None = _f(
-        None, "pretraining batch size (default: the recipe's)", rule=CONTRASTIVE_BATCH
-    )
-    optimizer: str = _f("sgd", "sgd, lars or adamw", rule=OPTIMIZER)
-    lr: float | None = _f(
-        None, "base learning rate for batch 256 (default: each method's recipe)", rule=POSITIVE
-    )
-    weight_decay: float | None = _f(
-        None, "weight decay (default: each method's recipe)", rule=NON_NEGATIVE
-    )
-    warmup_epochs: float | None = _f(
-        None, "warm-up epochs (default: each method's recipe)", rule=NON_NEGATIVE
-    )
-    temperature: float | None = _f(
-        None, "loss temperature τ (default: each method's recipe)", rule=POSITIVE
-    )
-    augment: str | None = _f(None, "augmentation preset (default: the data set's)", rule=AUGMENT)
-    views: int | None = _f(
-        None, "augmented views per image for simclr/supcon (default 2)", rule=AT_LEAST_ONE
-    )
-    proj_dim: int | None = _f(
-        None, "projection-head output size D (default 128)", rule=AT_LEAST_ONE
-    )
-    channels_last: bool = _f(True, "channels-last memory format for convolutions")
-    precision: str = _f("auto", "autocast: auto, fp32, bf16 or fp16 (see pretrain)", rule=PRECISION)
-    knn_every: int | None = _f(
-        None,
-        "kNN monitor every this many epochs (default 1); knn.json gives the last epoch's",
-        rule=NON_NEGATIVE,
-    )
-    seed: int = _f(0, "random seed", rule=SEED)
-    probe_epochs: int = _f(100, "linear-probe epochs", rule=AT_LEAST_ONE)
-    knn_k: int | None = _f(
-        None, "neighbours of the kNN evaluation (200; 20 on digits)", rule=AT_LEAST_ONE
-    )
-    knn_t: float = _f(0.1, "temperature of the kNN vote", rule=POSITIVE)
-    device: str = _f("auto", "auto, cpu or cuda", rule=DEVICE)
-    resume: bool = _f(False, "continue the run in `out` (--methods may add methods to it)")
-    quiet: bool = _f(False, "no progress bars")
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods, in order, each once."""
+        return list(dict.fromkeys(comma_list(self.method)))
 
 
 C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flat option of a config tree: a flag and a YAML key.
+
+    Attributes:
+        name: The flat name (``probe_epochs``; the flag is ``--probe-epochs``).
+        path: Attribute names from the root config to the field (``("probe", "epochs")``).
+        field: The dataclass field.
+        hint: Its type.
+        help: Its help text in this config (a field may say more in a ``run``).
+    """
+
+    name: str
+    path: tuple[str, ...]
+    field: dataclasses.Field[Any]
+    hint: Any
+    help: str
+
+
+def options(cls: type, *, _prefix: str = "", _in_run: bool = False) -> list[Option]:
+    """The flat options of config class ``cls``, its own fields first.
+
+    A field whose metadata has ``flatten`` is a sub-config: its options join the list with that
+    prefix, except those the outer config's own fields shadow (a ``RunConfig``'s ``method``).
+    """
+    hints = typing.get_type_hints(cls)
+    own: list[Option] = []
+    nested: list[Option] = []
+    for f in dataclasses.fields(cls):
+        prefix = f.metadata.get("flatten")
+        if prefix is None:
+            text = f.metadata.get("run_help") if _in_run else None
+            own.append(
+                Option(_prefix + f.name, (f.name,), f, hints[f.name], text or f.metadata["help"])
+            )
+            continue
+        for o in options(hints[f.name], _prefix=prefix, _in_run=True):
+            nested.append(dataclasses.replace(o, path=(f.name, *o.path)))
+    names = {o.name for o in own}
+    return own + [o for o in nested if o.name not in names]
 
 
 def _check_type(name: str, value: Any, hint: Any) -> Any:
@@ -384,53 +304,59 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     raise ContrastkitError(f"{spelling(name)} must be {names}, got {value!r}")
 
 
-def comma_list(*texts: str) -> list[str]:
-    """The items of comma-separated lists, stripped, empty ones dropped: ``"a, b,"`` → ``["a", "b"]``."""
-    return [item.strip() for text in texts for item in text.split(",") if item.strip()]
+def _build(cls: type[C], values: Mapping[str, Any], opts: list[Option], depth: int) -> C:
+    """Construct ``cls`` from the checked flat ``values`` of ``opts`` (their paths at ``depth``)."""
+    kwargs: dict[str, Any] = {}
+    subs: dict[str, list[Option]] = {}
+    for o in opts:
+        if len(o.path) == depth + 1:
+            if o.name in values:
+                kwargs[o.path[depth]] = values[o.name]
+        else:
+            subs.setdefault(o.path[depth], []).append(o)
+    hints = typing.get_type_hints(cls)
+    for name, sub in subs.items():
+        kwargs[name] = _build(hints[name], values, sub, depth + 1)
+    return cls(**kwargs)
 
 
-def upgrade_legacy(values: dict[str, Any]) -> dict[str, Any]:
-    """Map options of configs written by older versions to current ones.
+def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
+    """Build config ``cls`` from flat ``values`` (YAML keys or keyword options).
 
-    ``amp: true|false`` (before ``precision`` existed: float16 autocast on CUDA or none)
-    becomes ``precision: auto|fp32`` unless ``precision`` is given too.
-    """
-    if "amp" not in values:
-        return values
-    out = {k: v for k, v in values.items() if k != "amp"}
-    out.setdefault("precision", "auto" if values["amp"] else "fp32")
-    return out
-
-
-def from_dict(cls: type[C], values: dict[str, Any]) -> C:
-    """Build config ``cls`` from ``values``; unknown keys, wrong types and values are errors.
-
-    Keys of older versions are upgraded first (:func:`upgrade_legacy`) where ``cls`` has
-    their successor, so old ``config.yaml`` files still resume and still work as ``--config``.
-    Every value is then checked by :func:`validate`.
+    A list of methods in YAML (``method: [supcon, ce]``) is accepted as their comma list.
 
     Raises:
-        ContrastkitError: naming the unknown key (with the known ones), the mistyped value or
-            the value out of range or unknown.
+        ContrastkitError: naming an unknown key (with the known ones), a mistyped value or a
+            value out of range or unknown (:func:`validate`).
     """
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    if "precision" in known:
-        values = upgrade_legacy(values)
-    unknown = sorted(set(values) - known)
+    opts = options(cls)
+    by_name = {o.name: o for o in opts}
+    unknown = sorted(set(values) - set(by_name))
     if unknown:
         raise ContrastkitError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
-            f"known: {', '.join(sorted(known))}"
+            f"known: {', '.join(sorted(by_name))}"
         )
-    checked = {k: _check_type(k, v, hints[k]) for k, v in values.items()}
-    config = cls(**checked)
-    validate(config)
-    return config
+    values = dict(values)
+    if isinstance(values.get("method"), list | tuple):
+        values["method"] = ",".join(str(m) for m in values["method"])
+    checked = {k: _check_type(k, v, by_name[k].hint) for k, v in values.items()}
+    return _build(cls, checked, opts, 0)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config's flat options and their values (what ``config.yaml`` holds)."""
+    out: dict[str, Any] = {}
+    for o in options(type(config)):
+        value = config
+        for attr in o.path:
+            value = getattr(value, attr)
+        out[o.name] = value
+    return out
 
 
 def validate(config: Any) -> None:
-    """Check each field of a config against its ``rule``, then the rules across fields.
+    """Check each field of a config (its type, then its ``rule``), then the rules across fields.
 
     Unset (None) fields are skipped: the recipe fills them later with valid values. A
     ``views`` below 2 is refused for SimCLR (its positive pair is two views of one image),
@@ -440,49 +366,54 @@ def validate(config: Any) -> None:
         ContrastkitError: naming the first bad option as users spell it (``--flag (key)``),
             the value it got and what it expects.
     """
+    hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        rule, value = f.metadata.get("rule"), getattr(config, f.name)
+        if "flatten" in f.metadata:
+            continue
+        value = _check_type(f.name, getattr(config, f.name), hints[f.name])
+        object.__setattr__(config, f.name, value)  # an int given for a float becomes a float
+        rule = f.metadata.get("rule")
         if rule is not None and value is not None:
             rule.check(f.name, value)
-    methods = comma_list(getattr(config, "methods", "") or getattr(config, "method", ""))
-    views = getattr(config, "views", None)
-    if "simclr" in methods and views is not None and views < 2:
+    if isinstance(config, RunConfig):
+        _check_views(config.methods, config.pretrain.views)
+    if isinstance(config, PretrainConfig):
+        _check_views([config.method], config.views)
+        _check_split(config)
+
+
+def _check_views(methods: list[str], views: int) -> None:
+    if "simclr" in methods and views < 2:
         raise ContrastkitError(
             f"{spelling('views')} must be >= 2 for simclr (its positive pair is two views of "
             f"an image), got {views}"
         )
-    split, data = getattr(config, "train_split", None), getattr(config, "data", None)
-    if split is not None and data is not None and not _dataset_object(data):
-        from contrastkit.data import dataset_info
-
-        splits = dataset_info(data).splits
-        if split not in splits:
-            raise ContrastkitError(
-                f"unknown split {split!r} for {spelling('train_split')}; data set {data!r} has "
-                + ", ".join(splits)
-            )
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """The config as a plain dict (for YAML)."""
-    return dataclasses.asdict(config)
+def _check_split(config: PretrainConfig) -> None:
+    split, data = config.train_split, config.data
+    if split is None or data == CUSTOM_DATA:
+        return
+    from contrastkit.data import dataset_info
 
-
-def field_help(cls: type) -> dict[str, str]:
-    """Field name → help text, for the CLI."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+    splits = dataset_info(data).splits
+    if split not in splits:
+        raise ContrastkitError(
+            f"unknown split {split!r} for {spelling('train_split')}; data set {data!r} has "
+            + ", ".join(splits)
+        )
 
 
 def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML mapping of options.
 
     Raises:
-        ContrastkitError: if the file is missing, not YAML or not a mapping.
+        ContrastkitError: if the file is missing, not UTF-8 YAML or not a mapping.
     """
     import yaml
 
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ContrastkitError(f"config file {path} not found") from None

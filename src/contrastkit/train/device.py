@@ -8,6 +8,7 @@ import warnings
 import torch
 
 from contrastkit.errors import ContrastkitError
+from contrastkit.train.rules import PRECISIONS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,18 +28,13 @@ def resolve_device(name: str) -> torch.device:
     raise ContrastkitError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 def cpu_has_onednn_bf16() -> bool | None:
     """Whether oneDNN has bfloat16 kernels for this CPU (on x86: AVX-512 or newer).
 
     ``None`` when this build of torch cannot tell (no oneDNN, or no such query). On an x86 CPU
-    below AVX-512 (AVX2 only) the answer is False and bfloat16 runs through a slow fallback:
-    ``benchmarks/precision.py`` measured the small CNN's training step 11x and ResNet-18's 15x
-    slower than float32 on an AVX2 EPYC (and 1.63x and 2.80x *faster* on an EPYC with
-    AVX-512-BF16). AVX-512 CPUs without the BF16 extension answer True; their bfloat16 speed
-    was not measured here.
+    below AVX-512 (AVX2 only) the answer is False and bfloat16 runs through a slow fallback,
+    much slower than float32 (``benchmarks/precision.py`` measures both kinds of CPU; figures in
+    docs/training.md). AVX-512 CPUs without the BF16 extension answer True.
     """
     if not torch.backends.mkldnn.is_available():
         return None

@@ -6,7 +6,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -17,13 +17,7 @@ from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
-from contrastkit.train.config import (
-    EmbedConfig,
-    KnnConfig,
-    ProbeConfig,
-    from_dict,
-    upgrade_legacy,
-)
+from contrastkit.train.config import CUSTOM_DATA, EmbedConfig, KnnConfig, ProbeConfig
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
@@ -31,6 +25,14 @@ from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import train_linear_probe
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
+"""Data to evaluate on instead of the run's: a registry name or a ``Dataset`` object."""
+
+Config = TypeVar("Config", ProbeConfig, KnnConfig, EmbedConfig)
+
+
+def _as_config(cls: type[Config], config: Config | str | Path) -> Config:
+    """``config`` itself, or the default config of ``cls`` for the run directory ``config``."""
+    return cls(run_dir=str(config)) if isinstance(config, str | Path) else config
 
 
 @dataclass
@@ -56,7 +58,7 @@ class LoadedRun:
         The run's precision on the evaluation device; float32 where that device cannot do it
         (an fp16 CUDA run evaluated on the CPU).
         """
-        precision = str(upgrade_legacy(self.config).get("precision", "auto"))
+        precision = str(self.config.get("precision", "auto"))
         try:
             dtype = autocast_dtype(precision, self.device)
         except ContrastkitError:
@@ -124,7 +126,7 @@ def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
     if data is not None and not isinstance(data, str):
         return resolve_dataset(data, split)
     name = data or run.config["data"]
-    if not isinstance(name, str) or name == rundir.CUSTOM_DATA:
+    if not isinstance(name, str) or name == CUSTOM_DATA:
         raise ContrastkitError(
             "this run was pretrained on a Dataset object: pass train_data= and test_data="
         )
@@ -160,21 +162,20 @@ def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
 
 
 def linear_probe(
-    run_dir: str | Path,
+    config: ProbeConfig | str | Path,
     *,
     train_data: DataArg = None,
     test_data: DataArg = None,
-    **options: Any,
 ) -> dict[str, Any]:
     """Train a linear classifier on the frozen encoder and write ``probe.json`` (``contrastkit linear-probe``).
 
     Also writes ``embeddings_test.npz`` (test features and labels, for the t-SNE plot).
 
     Args:
-        run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
+        config: The probe's options (:class:`~contrastkit.train.config.ProbeConfig`), or just
+            the run directory (default options).
         train_data: Override of the training data: a registry name or a ``Dataset``.
         test_data: Override of the test data.
-        **options: Fields of :class:`~contrastkit.train.config.ProbeConfig` (``epochs``, ``lr``…).
 
     Returns:
         The content of ``probe.json``: train/test accuracy, confusion matrix, settings,
@@ -183,12 +184,12 @@ def linear_probe(
         loading, feature extraction and training.
     """
     t0 = time.perf_counter()
-    cfg = from_dict(ProbeConfig, {"run_dir": str(run_dir), **options})
-    run = load_encoder(run_dir, cfg.device)
+    cfg = _as_config(ProbeConfig, config)
+    run = load_encoder(cfg.run_dir, cfg.device)
     train = _labelled(_split(run, train_data, "train"), "the probe's training data")
     test = _labelled(_split(run, test_data or train_data, "test"), "the probe's test data")
     ftr, fte = _features(run, train), _features(run, test)
-    return _write_probe(Path(run_dir), run, cfg, train, test, ftr, fte, t0)
+    return _write_probe(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
 
 
 def _write_probe(
@@ -263,21 +264,25 @@ def ce_head_accuracy(
 
 
 def knn(
-    run_dir: str | Path, *, train_data: DataArg = None, test_data: DataArg = None, **options: Any
+    config: KnnConfig | str | Path, *, train_data: DataArg = None, test_data: DataArg = None
 ) -> dict[str, Any]:
     """Weighted cosine kNN accuracy of the frozen features; writes ``knn.json`` (``contrastkit knn``).
+
+    ``config`` is a :class:`~contrastkit.train.config.KnnConfig` or just the run directory
+    (the run's own k and t); ``train_data`` and ``test_data`` override the bank and the queries
+    (a registry name or a ``Dataset``).
 
     ``knn.json`` holds the accuracy, the k used (at most the bank's size: a larger one warns),
     t, the split sizes, ``checkpoint_epoch``, ``checkpoint_finished`` (see
     :func:`linear_probe`) and ``seconds`` (wall time).
     """
     t0 = time.perf_counter()
-    cfg = from_dict(KnnConfig, {"run_dir": str(run_dir), **options})
-    run = load_encoder(run_dir, cfg.device)
+    cfg = _as_config(KnnConfig, config)
+    run = load_encoder(cfg.run_dir, cfg.device)
     train = _labelled(_split(run, train_data, "train"), "the kNN bank")
     test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
     ftr, fte = _features(run, train), _features(run, test)
-    return _write_knn(Path(run_dir), run, cfg, train, test, ftr, fte, t0)
+    return _write_knn(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
 
 
 def _knn_settings(run: LoadedRun, cfg: KnnConfig) -> tuple[int, float]:
@@ -322,11 +327,10 @@ def _write_knn(
 def knn_and_probe(
     run_dir: str | Path,
     *,
+    probe: ProbeConfig,
+    knn: KnnConfig | None = None,
     train_data: DataArg = None,
     test_data: DataArg = None,
-    device: str = "auto",
-    knn_options: dict[str, Any] | None = None,
-    probe_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The final kNN and linear probe of a run from one feature extraction (``contrastkit run``).
 
@@ -338,20 +342,17 @@ def knn_and_probe(
 
     Args:
         run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
+        probe: The probe's options (its ``device`` is the evaluation's).
+        knn: The kNN's k and t (default: the run's).
         train_data: Override of the training data (kNN bank and probe training set).
         test_data: Override of the test data.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        knn_options: Fields of :class:`~contrastkit.train.config.KnnConfig` (``k``, ``t``).
-        probe_options: Fields of :class:`~contrastkit.train.config.ProbeConfig`.
 
     Returns:
         The contents of ``knn.json`` and ``probe.json``.
     """
     t0 = time.perf_counter()
-    common = {"run_dir": str(run_dir), "device": device}
-    kcfg = from_dict(KnnConfig, {**(knn_options or {}), **common})
-    pcfg = from_dict(ProbeConfig, {**(probe_options or {}), **common})
-    run = load_encoder(run_dir, device)
+    kcfg = knn if knn is not None else KnnConfig(run_dir=str(run_dir), device=probe.device)
+    run = load_encoder(run_dir, probe.device)
     train = _labelled(_split(run, train_data, "train"), "the evaluation's training data")
     test = _labelled(_split(run, test_data or train_data, "test"), "the evaluation's test data")
     ftr, fte = _features(run, train), _features(run, test)
@@ -359,12 +360,15 @@ def knn_and_probe(
     knn_out = _write_knn(path, run, kcfg, train, test, ftr, fte, t0)
     t1 = time.perf_counter()
     shared = {"features_from": "knn"}
-    probe_out = _write_probe(path, run, pcfg, train, test, ftr, fte, t1, shared)
+    probe_out = _write_probe(path, run, probe, train, test, ftr, fte, t1, shared)
     return knn_out, probe_out
 
 
-def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:
+def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     """Write the backbone features of a split to ``.npz`` (``contrastkit embed``).
+
+    ``config`` is an :class:`~contrastkit.train.config.EmbedConfig` or just the run directory
+    (the test split to ``embeddings.npz``); ``data`` overrides the run's data set.
 
     The file holds ``features`` (N, F) float32 (the encoder output, before any head),
     ``labels`` (N,) int64 (-1 where unlabelled), and ``checkpoint_epoch`` and
@@ -374,8 +378,8 @@ def embed(run_dir: str | Path, *, data: DataArg = None, **options: Any) -> Path:
     Returns:
         The path written.
     """
-    cfg = from_dict(EmbedConfig, {"run_dir": str(run_dir), **options})
-    run = load_encoder(run_dir, cfg.device)
+    cfg = _as_config(EmbedConfig, config)
+    run = load_encoder(cfg.run_dir, cfg.device)
     ds = _split(run, data, cfg.split)
     feats = _features(run, ds)
     out = Path(cfg.out)

@@ -89,6 +89,7 @@ def train_epoch(
     # different augmentations on every process, reproducible per (seed, epoch, rank)
     seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
     state.generators["augment"].manual_seed(seed)
+    assert cfg.batch_size is not None  # resolved (recipes.resolve)
     for idx in epoch_batches(len(images), cfg.batch_size, seed=cfg.seed, epoch=state.epoch):
         idx = idx.to(images.device)
         lr = state.optimizer.param_groups[0]["lr"]

@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +24,16 @@ from torch.utils.data import Dataset
 
 from contrastkit import distributed
 from contrastkit.data import MultiViewAugment
-from contrastkit.errors import ContrastkitError, ContrastkitWarning
+from contrastkit.errors import ContrastkitError
+from contrastkit.models.registry import recorded_name
 from contrastkit.train import checkpoint as ckpt_io
-from contrastkit.train import files, metrics, provenance, resume, rundir
-from contrastkit.train.config import PretrainConfig, from_dict, to_dict
+from contrastkit.train import files, launch, metrics, provenance, recipes, rundir
+from contrastkit.train.config import CUSTOM_DATA, PretrainConfig, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import neighbours
 from contrastkit.train.loop import train_epoch
 from contrastkit.train.monitor import knn_monitor, similarity_snapshot
 from contrastkit.train.networks import default_model
-from contrastkit.train.recipes import data_defaults, method_defaults
 from contrastkit.train.rundata import RunData, augmentation, load_run_data, steps_per_epoch
 from contrastkit.train.state import TrainingState, build_training_state, load_state, state_dict
 
@@ -65,66 +63,6 @@ class PretrainResult:
     already_finished: bool = False
 
 
-# --- configuration ------------------------------------------------------------------------------
-
-
-def resolve_config(options: dict[str, Any], data_is_object: bool) -> PretrainConfig:
-    """Turn keyword options into a complete, validated config (recipe defaults filled in).
-
-    With ``resume=True`` the run's saved ``config.yaml`` is the base and the options given must
-    agree with it (except ``device`` and ``quiet``). Every option is checked by
-    :func:`~contrastkit.train.config.validate` (through ``from_dict``), the device's support
-    of the precision here: all before anything is created on disk. A warm-up not shorter
-    than the run is shortened (:func:`fit_warmup`).
-
-    Raises:
-        ContrastkitError: on unknown keys, wrong types, invalid values or a resume mismatch.
-    """
-    cfg = from_dict(PretrainConfig, options)
-    if cfg.resume:
-        resumed = resume.resumed_options(options, "pretrain", data_object=data_is_object)
-        return from_dict(PretrainConfig, resumed)
-    autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a precision the device can do
-    defaults = method_defaults(cfg.method, cfg.optimizer)
-    defaults["knn_k"] = data_defaults(rundir.CUSTOM_DATA if data_is_object else cfg.data)["knn_k"]
-    filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
-    cfg = fit_warmup(replace(cfg, **filled))
-    if data_is_object:
-        cfg = replace(cfg, data=rundir.CUSTOM_DATA)
-    if cfg.out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = cfg.data.replace(":", "-").replace("/", "-").strip("<>").replace(" ", "-")
-        cfg = replace(cfg, out=f"runs/{name}-{cfg.method}-{stamp}")
-    return cfg
-
-
-WARMUP_SHARE = 0.1
-"""The warm-up used, as a share of the run, when the one given is not shorter than the run:
-the share of the 10 warm-up epochs in the 100-epoch SimCLR and SupCon recipes."""
-
-
-def fit_warmup(cfg: PretrainConfig) -> PretrainConfig:
-    """Shorten a warm-up that is not shorter than the run, with a warning.
-
-    Such a warm-up ends the run at the peak learning rate, without any decay (``--epochs 1``
-    with the 10-epoch default is all warm-up); it becomes :data:`WARMUP_SHARE` of the run,
-    the value ``config.yaml`` then records.
-    """
-    assert cfg.warmup_epochs is not None
-    if cfg.warmup_epochs < cfg.epochs:
-        return cfg
-    used = WARMUP_SHARE * cfg.epochs
-    warnings.warn(
-        f"a warm-up of {cfg.warmup_epochs:g} epochs (--warmup-epochs) is not shorter than the "
-        f"run ({cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}): the learning rate would "
-        f"only rise; warming up for {used:g} epochs instead (a tenth of the run; config.yaml "
-        "records it)",
-        ContrastkitWarning,
-        stacklevel=4,
-    )
-    return replace(cfg, warmup_epochs=used)
-
-
 # --- the loop -----------------------------------------------------------------------------------
 
 
@@ -140,53 +78,93 @@ def _progress(total: int, initial: int, quiet: bool) -> Any:
     )
 
 
+DataArg = Dataset[tuple[Tensor, int]]
+"""A ``Dataset`` of ``(image tensor (C, H, W), label)``, the Python alternative to a data set name."""
+
+
 def pretrain(
+    config: PretrainConfig | None = None,
     *,
-    data: str | Dataset[tuple[Tensor, int]] | None = None,
-    test_data: str | Dataset[tuple[Tensor, int]] | None = None,
+    data: DataArg | None = None,
+    test_data: DataArg | None = None,
     final_knn: bool = True,
-    **options: Any,
 ) -> PretrainResult:
     """Pretrain an encoder and write a run directory (``contrastkit pretrain``).
 
+    The recipe's unset options are filled first (:func:`~contrastkit.train.recipes.resolve`).
     A directory that a start left before its first checkpoint (killed, out of disk, or failed)
-    is started over, by a new call or by ``resume=True`` (then with its saved options); the
-    directory is locked while the run trains (:class:`~contrastkit.train.lock.RunLock`).
+    is started over; the directory is locked while the run trains
+    (:class:`~contrastkit.train.lock.RunLock`). :func:`contrastkit.resume` continues a run.
 
     Args:
-        data: A registry name (``digits``, the default; ``cifar10``, ``folder:PATH``…) or any
-            ``Dataset`` of ``(image tensor (C, H, W), label)``.
-        test_data: For a ``Dataset`` in ``data``: the labelled test set of the kNN monitor.
+        config: The run's options (default: ``PretrainConfig()``, SupCon on the digits).
+        data: A ``Dataset`` of ``(image tensor (C, H, W), label)`` to train on instead of the
+            data set ``config.data`` names (then recorded as ``<dataset object>``).
+        test_data: With ``data``: the labelled test ``Dataset`` of the kNN monitor.
         final_knn: Run the kNN monitor after the last epoch (whatever ``knn_every`` says).
             ``contrastkit run`` passes False: it computes ``knn.json`` from the same final
             weights right after, which the reports then show as the curve's last point.
-        **options: Fields of :class:`~contrastkit.train.config.PretrainConfig` (``method``,
-            ``model``, ``epochs``, ``batch_size``, ``out``, ``seed``, ``resume``…); unknown
-            names are an error.
 
     Returns:
         The run directory, epochs, seconds, the kNN accuracy after the last epoch (None with
         ``final_knn=False``) and the last epoch's loss.
 
     Raises:
-        ContrastkitError: on bad options or data, a run directory holding other work without
-            resume, or a run directory another process is using (naming it).
+        ContrastkitError: on bad options or data, a run directory holding other work, or a run
+            directory another process is using (naming it).
         OSError: on a file-system error, saying what failed on which path.
     """
-    if isinstance(data, str):
-        options = {"data": data, **options}
-    is_object = data is not None and not isinstance(data, str)
-    cfg = resolve_config(options, data_is_object=is_object)
-    source: str | Dataset[tuple[Tensor, int]] = data if data is not None and is_object else cfg.data
+    cfg = config if config is not None else PretrainConfig()
+    cfg = recipes.resolve(with_data_object(cfg, data, test_data))
+    autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a precision the device can do
+    return train(cfg, data if data is not None else cfg.data, test_data, final_knn, resume=False)
+
+
+def with_data_object(
+    cfg: PretrainConfig, data: DataArg | None, test_data: DataArg | None
+) -> PretrainConfig:
+    """``cfg`` naming a ``Dataset`` object as its data (:data:`CUSTOM_DATA`) when one is given.
+
+    Raises:
+        ContrastkitError: ``test_data`` without ``data`` (a registry data set brings its own
+            test split), or the placeholder as ``config.data`` without an object.
+    """
+    if data is None:
+        if test_data is not None:
+            raise ContrastkitError(
+                f"test_data= is for a Dataset object in data=; the data set {cfg.data!r} "
+                "brings its own test split (pass both as Dataset objects to use another)"
+            )
+        if cfg.data == CUSTOM_DATA:
+            raise ContrastkitError(
+                f"data {CUSTOM_DATA!r} stands for a Dataset object: pass it as data="
+            )
+        return cfg
+    return replace(cfg, data=CUSTOM_DATA)
+
+
+def train(
+    cfg: PretrainConfig,
+    source: str | DataArg,
+    test_data: DataArg | None,
+    final_knn: bool,
+    *,
+    resume: bool,
+) -> PretrainResult:
+    """Train the resolved ``cfg`` in its run directory, joining ``torchrun``'s processes if launched.
+
+    ``resume`` continues the run in ``cfg.out`` (whose saved options ``cfg`` are,
+    :mod:`contrastkit.train.resume`); otherwise the directory must be free.
+    """
     device = resolve_device(cfg.device)
-    joined = distributed.launched() and not distributed.is_distributed()
-    if distributed.launched():  # torchrun: cuda:LOCAL_RANK + nccl, or the CPU + gloo
-        device = _launch_errors(lambda: distributed.init_from_env(device.type))
+    joined = launch.launched() and not distributed.is_distributed()
+    if launch.launched():  # torchrun: cuda:LOCAL_RANK + nccl, or the CPU + gloo
+        device = _launch_errors(lambda: launch.init_from_env(device.type))
     try:
-        return _pretrain(cfg, source, test_data, device, final_knn)
+        return _pretrain(cfg, source, test_data, device, final_knn, resume)
     finally:
         if joined:
-            distributed.shutdown()
+            launch.shutdown()
 
 
 def _launch_errors(fn: Any) -> Any:
@@ -202,29 +180,28 @@ def _launch_errors(fn: Any) -> Any:
 def _pretrain(
     cfg: PretrainConfig,
     source: str | Dataset[tuple[Tensor, int]],
-    test_data: str | Dataset[tuple[Tensor, int]] | None,
+    test_data: DataArg | None,
     device: torch.device,
     final_knn: bool,
+    resume: bool,
 ) -> PretrainResult:
-    _launch_errors(lambda: distributed.local_batch_size(cfg.batch_size))
-    if cfg.sync_bn and device.type != "cuda":
-        raise ContrastkitError(
-            "--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); on the CPU use "
-            "--norm group for batch-independent normalisation"
-        )
+    assert cfg.batch_size is not None and cfg.epochs is not None  # resolved (recipes.resolve)
+    batch_size, epochs = cfg.batch_size, cfg.epochs
+    _launch_errors(lambda: launch.local_batch_size(batch_size))
+    launch.check_sync_bn(cfg.sync_bn, device)
     run_data = load_run_data(cfg, source, test_data)
-    if cfg.model is None:
-        cfg = replace(cfg, model=default_model(run_data.shape))
+    # the model as later commands rebuild it: a user's registered factory by its import path
+    cfg = replace(cfg, model=recorded_name(cfg.model or default_model(run_data.shape)))
     augment = augmentation(cfg, source, run_data.shape)
     if run_data.bank is not None and run_data.test is not None and is_main():
         neighbours(cfg.knn_k or 200, len(run_data.bank), "the kNN monitor")  # warns if clamped
     assert cfg.out is not None
     run_dir = cfg.out
     # only rank 0 creates, checks and locks the directory; every process waits for it
-    lock = distributed.main_first(lambda: rundir.open_run_dir(run_dir, resume=cfg.resume))
+    lock = launch.main_first(lambda: rundir.open_run_dir(run_dir, resume=resume))
     try:
         state, resumed = _start(cfg, run_data, device)
-        if resumed and state.epoch >= cfg.epochs:
+        if resumed and state.epoch >= epochs:
             return _finished(cfg, state, run_data, augment, device, final_knn)
         return _train(cfg, state, run_data, augment, device, final_knn, resumed)
     finally:
@@ -255,9 +232,8 @@ def _start(
         return state, True
     if is_main():
         rundir.discard_unstarted(out, keep=(rundir.CONFIG, rundir.LOCK))
-        saved = {**to_dict(cfg), "resume": False}
         prov = {**provenance.provenance(str(device)), "world_size": distributed.world_size()}
-        rundir.write_config(out, saved, prov)
+        rundir.write_config(out, to_dict(cfg), prov, command="pretrain")
     return state, False
 
 
@@ -314,6 +290,7 @@ def _train(
     resumed: bool,
 ) -> PretrainResult:
     """Train from ``state`` to the last epoch: metrics and a checkpoint after every epoch."""
+    assert cfg.batch_size is not None and cfg.epochs is not None  # resolved (recipes.resolve)
     out = Path(str(cfg.out))
     images = run_data.train.images.to(device)
     labels = run_data.train.labels.to(device)

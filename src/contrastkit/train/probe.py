@@ -17,7 +17,6 @@ class ProbeResult:
     train_acc: float
     test_acc: float
     test_pred: Tensor
-    classifier: nn.Linear
 
 
 def train_linear_probe(
@@ -51,7 +50,7 @@ def train_linear_probe(
         seed: Seed of the initialisation and the shuffling.
 
     Returns:
-        The accuracies, the test predictions (N,) and the classifier.
+        The accuracies and the test predictions (N,).
     """
     device = train_features.device
     mu = train_features.mean(dim=0, keepdim=True)
@@ -80,4 +79,4 @@ def train_linear_probe(
         train_acc = float((clf(xtr).argmax(1) == ytr).float().mean())
         test_pred = clf(xte).argmax(1).cpu()
     test_acc = float((test_pred == test_labels.cpu()).float().mean())
-    return ProbeResult(train_acc, test_acc, test_pred, clf)
+    return ProbeResult(train_acc, test_acc, test_pred)

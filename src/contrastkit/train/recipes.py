@@ -1,12 +1,19 @@
-"""Default hyperparameters per method (and per data set), found by measurement on digits.
+"""Default hyperparameters per method and per data set, found by measurement on digits.
 
 ``None`` in a :class:`~contrastkit.train.config.PretrainConfig` field means "take the value
-from here"; the resolved value is what ``config.yaml`` records.
+from here"; :func:`resolve` fills them, and the resolved values are what ``config.yaml``
+records. This is the one place of these defaults, for ``pretrain`` and ``run`` alike.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
+
+from contrastkit.errors import ContrastkitWarning
+from contrastkit.train.config import PretrainConfig
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "simclr": {"lr": 1.0, "weight_decay": 5e-4, "warmup_epochs": 10.0, "temperature": 0.5},
@@ -18,12 +25,15 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 OPTIMIZER_LR_SCALE = {"sgd": 1.0, "lars": 1.0, "adamw": 0.01}
 """AdamW wants a much smaller learning rate than SGD/LARS."""
 
+GENERIC_DATA_DEFAULTS: dict[str, Any] = {"epochs": 100, "batch_size": 256, "knn_k": 200}
+"""What a data set without its own line below gets (a folder, a ``Dataset`` object, CIFAR...)."""
+
 DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 100, "batch_size": 256, "knn_k": 20},
     "fashion-mnist": {"epochs": 30, "batch_size": 256, "knn_k": 200},
 }
-"""Epochs and batch size that ``contrastkit run`` uses when not given, and the kNN k (200,
-the usual choice, spans several classes of digits' ~144 training images per class)."""
+"""Epochs, batch size and the kNN k per data set (k = 200, the usual choice, would span
+several classes of digits' ~144 training images per class)."""
 
 
 def method_defaults(method: str, optimizer: str) -> dict[str, Any]:
@@ -35,4 +45,59 @@ def method_defaults(method: str, optimizer: str) -> dict[str, Any]:
 
 def data_defaults(data: str) -> dict[str, Any]:
     """Epochs, batch size and kNN k for ``data`` (100, 256 and 200 when unknown)."""
-    return dict(DATA_DEFAULTS.get(data, {"epochs": 100, "batch_size": 256, "knn_k": 200}))
+    return dict(DATA_DEFAULTS.get(data, GENERIC_DATA_DEFAULTS))
+
+
+def with_data_defaults(cfg: PretrainConfig) -> PretrainConfig:
+    """``cfg`` with its unset epochs, batch size and kNN k taken from its data set's line."""
+    defaults = data_defaults(cfg.data)
+    return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+
+
+def resolve(cfg: PretrainConfig) -> PretrainConfig:
+    """Every recipe default filled in (the model, which depends on the images, excepted).
+
+    The data set's epochs, batch size and kNN k, the method's learning rate, weight decay,
+    warm-up and temperature, a warm-up that fits the run (:func:`fit_warmup`) and the default
+    run directory ``runs/<data>-<method>-<timestamp>``.
+    """
+    cfg = with_data_defaults(cfg)
+    defaults = method_defaults(cfg.method, cfg.optimizer)
+    cfg = fit_warmup(replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None}))
+    if cfg.out is None:
+        cfg = replace(cfg, out=default_out(cfg.data, cfg.method))
+    return cfg
+
+
+def default_out(data: str, method: str | None = None) -> str:
+    """``runs/<data>-<method>-<timestamp>`` (``runs/<data>-<timestamp>`` for a whole ``run``)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = data.replace(":", "-").replace("/", "-").strip("<>").replace(" ", "-")
+    return f"runs/{name}-{method}-{stamp}" if method else f"runs/{name}-{stamp}"
+
+
+WARMUP_SHARE = 0.1
+"""The warm-up used, as a share of the run, when the one given is not shorter than the run:
+the share of the 10 warm-up epochs in the 100-epoch SimCLR and SupCon recipes."""
+
+
+def fit_warmup(cfg: PretrainConfig) -> PretrainConfig:
+    """Shorten a warm-up that is not shorter than the run, with a warning.
+
+    Such a warm-up ends the run at the peak learning rate, without any decay (``--epochs 1``
+    with the 10-epoch default is all warm-up); it becomes :data:`WARMUP_SHARE` of the run,
+    the value ``config.yaml`` then records.
+    """
+    assert cfg.warmup_epochs is not None and cfg.epochs is not None
+    if cfg.warmup_epochs < cfg.epochs:
+        return cfg
+    used = WARMUP_SHARE * cfg.epochs
+    warnings.warn(
+        f"a warm-up of {cfg.warmup_epochs:g} epochs (--warmup-epochs) is not shorter than the "
+        f"run ({cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}): the learning rate would "
+        f"only rise; warming up for {used:g} epochs instead (a tenth of the run; config.yaml "
+        "records it)",
+        ContrastkitWarning,
+        stacklevel=4,
+    )
+    return replace(cfg, warmup_epochs=used)

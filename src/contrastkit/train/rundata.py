@@ -22,6 +22,7 @@ from contrastkit.data import (
     resolve_dataset,
 )
 from contrastkit.errors import ContrastkitError
+from contrastkit.train import launch
 from contrastkit.train.config import PretrainConfig
 from contrastkit.train.methods import get_method
 from contrastkit.train.networks import DataShape
@@ -109,7 +110,7 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Ten
     local = torch.tensor(list(sampler), dtype=torch.long)  # (n // W,)
     if n <= batch_size:
         return [local]
-    per_process = distributed.local_batch_size(batch_size)
+    per_process = launch.local_batch_size(batch_size)
     return list(local[: len(local) - len(local) % per_process].split(per_process))
 
 

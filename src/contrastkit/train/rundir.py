@@ -26,14 +26,13 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train.files import is_temporary, os_errors, write_atomic
 from contrastkit.train.lock import LOCK, RunLock
 from contrastkit.train.metrics import METRICS
+from contrastkit.train.rules import CUSTOM_DATA
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoints/last.pt"
 RUN_FILES = (CONFIG, METRICS, LOCK)
 """What a pretraining run directory holds before its first checkpoint (besides temporaries)."""
 PROVENANCE_KEY = "provenance"
-CUSTOM_DATA = "<dataset object>"
-"""A run's saved ``data`` when it ran on a ``Dataset`` object (which a config cannot hold)."""
 
 __all__ = [
     "CHECKPOINT",
@@ -52,13 +51,32 @@ __all__ = [
 ]
 
 
-def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any]) -> None:
-    """Write ``config.yaml`` atomically: the options, then the provenance under ``provenance:``."""
+def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any], *, command: str) -> None:
+    """Write ``config.yaml`` atomically: the options, then the provenance under ``provenance:``.
+
+    The provenance starts with ``command``, what wrote the directory (``pretrain`` or ``run``):
+    what :mod:`contrastkit.train.resume` reads to continue it.
+    """
     import yaml
 
     text = yaml.safe_dump(config, sort_keys=False)
-    text += yaml.safe_dump({PROVENANCE_KEY: prov}, sort_keys=False)
+    text += yaml.safe_dump({PROVENANCE_KEY: {"command": command, **prov}}, sort_keys=False)
     write_atomic(path / CONFIG, text)
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """The provenance block of the ``config.yaml`` in ``path`` (empty when it has none).
+
+    Raises:
+        ContrastkitError: if the file is missing.
+    """
+    from contrastkit.train.config import load_yaml
+
+    file = path / CONFIG
+    if not file.is_file():
+        raise ContrastkitError(f"{path} is not a run directory (no {CONFIG})")
+    prov = load_yaml(str(file)).get(PROVENANCE_KEY)
+    return prov if isinstance(prov, dict) else {}
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -82,8 +100,8 @@ def update_config(path: Path, changes: dict[str, Any]) -> None:
     from contrastkit.train.config import load_yaml
 
     saved = load_yaml(str(path / CONFIG))
-    prov = saved.pop(PROVENANCE_KEY, {})
-    write_config(path, {**saved, **changes}, prov)
+    prov = dict(saved.pop(PROVENANCE_KEY, {}))
+    write_config(path, {**saved, **changes}, prov, command=str(prov.pop("command", "run")))
 
 
 def _unstarted_part(entry: Path, own: Sequence[str], sub_runs: bool) -> bool:

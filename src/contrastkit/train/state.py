@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from contrastkit import distributed
 from contrastkit.train import checkpoint as ckpt_io
+from contrastkit.train import launch
 from contrastkit.train.config import PretrainConfig, to_dict
 from contrastkit.train.device import autocast_dtype
 from contrastkit.train.networks import DataShape, build_networks
@@ -65,6 +65,7 @@ def build_training_state(
     """Seed, then build encoder, head, optimiser, schedule, grad scaler and generators."""
     ckpt_io.seed_everything(cfg.seed)
     assert cfg.model is not None and cfg.lr is not None and cfg.warmup_epochs is not None
+    assert cfg.epochs is not None and cfg.batch_size is not None  # resolved (recipes.resolve)
     encoder, head = build_networks(
         model=cfg.model, norm=cfg.norm, method=cfg.method, shape=shape, proj_dim=cfg.proj_dim
     )
@@ -72,7 +73,7 @@ def build_training_state(
     encoder = encoder.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     head = head.to(device)
     # under torchrun: DDP (and SyncBatchNorm with sync_bn); unlaunched: the module itself
-    network = distributed.wrap_model(EncoderWithHead(encoder, head), device, sync_bn=cfg.sync_bn)
+    network = launch.wrap_model(EncoderWithHead(encoder, head), device, sync_bn=cfg.sync_bn)
     peak_lr = cfg.lr * cfg.batch_size / 256
     optimizer = build_optimizer(
         cfg.optimizer,
