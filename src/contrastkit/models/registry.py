@@ -199,8 +199,14 @@ def create_model(
     given = {"in_channels": in_channels, "image_size": image_size, "norm": norm}
     try:
         params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # a builtin or a callable without a signature: all of them
-        params = {}  # type: ignore[assignment]
-    takes_all = not params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwargs = given if takes_all else {k: v for k, v in given.items() if k in params}
-    return _as_encoder(factory(**kwargs), name, in_channels, image_size)
+        named = any(p.kind is p.VAR_KEYWORD for p in params.values()) or None
+    except (TypeError, ValueError):  # a callable without a signature: give it everything
+        params, named = {}, True  # type: ignore[assignment]
+    kwargs = given if named else {k: v for k, v in given.items() if k in params}
+    try:
+        module = factory(**kwargs)
+    except Exception as e:  # a user's factory: say which one failed and how, in one line
+        raise ContrastkitError(
+            f"model {name!r}: the factory raised {type(e).__name__}: {e}"
+        ) from None
+    return _as_encoder(module, name, in_channels, image_size)
