@@ -341,6 +341,10 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
     if isinstance(values.get("method"), list | tuple):
         values["method"] = ",".join(str(m) for m in values["method"])
     checked = {k: _check_type(k, v, by_name[k].hint) for k, v in values.items()}
+    for o in opts:  # by the flat name given: a run's --probe-epochs, not its probe's --epochs
+        rule = o.field.metadata.get("rule")
+        if rule is not None and checked.get(o.name) is not None:
+            rule.check(o.name, checked[o.name])
     return _build(cls, checked, opts, 0)
 
 
