@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/contrastkit run --data digits --methods simclr,supcon,ce
+	$(VENV)/bin/contrastkit run --data digits --method simclr,supcon,ce
 
 demo-losses: $(STAMP)
 	$(PY) benchmarks/demo_losses.py
