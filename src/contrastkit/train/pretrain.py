@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,15 @@ def with_data_object(
 
     Raises:
         ContrastkitError: ``test_data`` without ``data`` (a registry data set brings its own
-            test split), or the placeholder as ``config.data`` without an object.
+            test split), the placeholder as ``config.data`` without an object, or a data set's
+            name (or a path) in ``data`` or ``test_data``, which only take objects.
     """
+    for arg, given in (("data", data), ("test_data", test_data)):
+        if isinstance(given, str | PathLike):
+            raise ContrastkitError(
+                f"{arg}= is for a Dataset object, got {str(given)!r}; name a data set in the "
+                f"config instead: PretrainConfig(data={str(given)!r})"
+            )
     if data is None:
         if test_data is not None:
             raise ContrastkitError(

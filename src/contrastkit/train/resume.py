@@ -145,7 +145,7 @@ def saved_options(path: Path, given: Mapping[str, Any], data_object: bool) -> di
     if data_object and saved.get("data") != CUSTOM_DATA:
         raise ContrastkitError(
             f"{path} was run on the data set {saved.get('data')!r}, not on a Dataset object: "
-            "resume it without data= (or with that name)"
+            "resume it without data="
         )
     if not data_object and saved.get("data") == CUSTOM_DATA:
         raise ContrastkitError(

@@ -65,11 +65,11 @@ def run(
         OSError: on a file-system error, saying what failed on which path.
     """
     cfg = config if config is not None else RunConfig()
+    recipe = pretrain.with_data_object(cfg.pretrain, data, test_data)
     if data is not None and test_data is None:
         raise ContrastkitError(
             "run with a Dataset object needs test_data= (a labelled test Dataset)"
         )
-    recipe = pretrain.with_data_object(cfg.pretrain, data, test_data)
     if recipe.out is None:
         recipe = replace(recipe, out=recipes.default_out(recipe.data))
     cfg = replace(cfg, pretrain=recipe)
