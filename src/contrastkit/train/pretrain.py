@@ -121,6 +121,20 @@ def pretrain(
     return train(cfg, data if data is not None else cfg.data, test_data, final_knn, resume=False)
 
 
+def check_data_objects(data: object, test_data: object) -> None:
+    """Refuse a data set's name (or a path) in ``data=`` or ``test_data=``: they take objects.
+
+    Raises:
+        ContrastkitError: naming the argument and the value given.
+    """
+    for arg, given in (("data", data), ("test_data", test_data)):
+        if isinstance(given, str | PathLike):
+            raise ContrastkitError(
+                f"{arg}= is for a Dataset object, got {str(given)!r}; a data set is named by "
+                f"the config's data, e.g. PretrainConfig(data={str(given)!r})"
+            )
+
+
 def with_data_object(
     cfg: PretrainConfig, data: DataArg | None, test_data: DataArg | None
 ) -> PretrainConfig:
@@ -128,15 +142,10 @@ def with_data_object(
 
     Raises:
         ContrastkitError: ``test_data`` without ``data`` (a registry data set brings its own
-            test split), the placeholder as ``config.data`` without an object, or a data set's
-            name (or a path) in ``data`` or ``test_data``, which only take objects.
+            test split), the placeholder as ``config.data`` without an object, or a name in
+            ``data`` or ``test_data`` (:func:`check_data_objects`).
     """
-    for arg, given in (("data", data), ("test_data", test_data)):
-        if isinstance(given, str | PathLike):
-            raise ContrastkitError(
-                f"{arg}= is for a Dataset object, got {str(given)!r}; name a data set in the "
-                f"config instead: PretrainConfig(data={str(given)!r})"
-            )
+    check_data_objects(data, test_data)
     if data is None:
         if test_data is not None:
             raise ContrastkitError(

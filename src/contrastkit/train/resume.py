@@ -83,8 +83,12 @@ def resume_with(
         test_data: Its labelled test ``Dataset``.
 
     Raises:
-        ContrastkitError: as :func:`resume`, and when ``command`` did not write ``run_dir``.
+        ContrastkitError: as :func:`resume`, when ``command`` did not write ``run_dir``, and
+            on a data set's name in ``data`` or ``test_data`` (a run reads it from its config).
     """
+    from contrastkit.train.pretrain import check_data_objects
+
+    check_data_objects(data, test_data)
     path = Path(run_dir)
     kind = written_by(path)
     if command is not None and kind != command:
