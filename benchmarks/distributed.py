@@ -35,6 +35,7 @@ from torch.profiler import ProfilerActivity, profile
 from contrastkit import distributed
 from contrastkit.losses import nt_xent, supcon
 from contrastkit.losses._gathered import ROW_IMPLS
+from contrastkit.train import launch
 
 
 def loss_fn(name: str, impl: str, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor):
@@ -119,7 +120,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str)
     records = [measure(args, loss, impl) for loss in args.losses for impl in args.impls]
     with open(f"{out}.{rank}", "w") as f:
         f.writelines(json.dumps(rec) + "\n" for rec in records)
-    distributed.shutdown()
+    launch.shutdown()
 
 
 def free_port() -> int:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from contrastkit.data import MultiViewAugment
+from contrastkit.train import recipes
+from contrastkit.train.config import PretrainConfig
 from contrastkit.train.features import extract_features
 from contrastkit.train.loop import train_step
 from contrastkit.train.networks import DataShape
-from contrastkit.train.pretrain import resolve_config
 from contrastkit.train.state import TrainingState, build_training_state
 
 
@@ -70,8 +71,16 @@ def time_variants(
 
     cfgs, states = {}, {}
     for name, (model, precision) in variants.items():
-        opts = {"data": "digits", "method": "supcon", "model": model, "precision": precision}
-        cfgs[name] = resolve_config({**opts, "batch_size": args.batch, "out": "unused"}, False)
+        cfgs[name] = recipes.resolve(
+            PretrainConfig(
+                data="digits",
+                method="supcon",
+                model=model,
+                precision=precision,
+                batch_size=args.batch,
+                out="unused",
+            )
+        )
         states[name] = build_training_state(cfgs[name], shape, 10 * args.batch, device)
         train_step(cfgs[name], states[name], views, labels)  # warm-up: kernels, allocator
         extract(states[name], bank[: args.batch])
