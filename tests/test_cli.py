@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_run_report_embed_end_to_end(tmp_path):
         "run",
         "--data",
         "digits",
-        "--methods",
+        "--method",
         "simclr,ce",
         "--out",
         str(out),
@@ -132,7 +133,8 @@ def test_pretrain_probe_and_config_file(tmp_path, capsys):
         (["pretrain", "--data", "folder:{tmp}/none"], "does not exist"),
         (["linear-probe", "{tmp}/none"], "does not exist"),
         (["knn", "{tmp}"], "not found"),
-        (["run", "--methods", "simclr,moco"], "unknown method"),
+        (["run", "--method", "simclr,moco"], "unknown method"),
+        (["run", "--probe-epochs", "0"], "--probe-epochs (probe_epochs) must be an integer >= 1"),
         (["report", "{tmp}"], "holds no pretraining run"),
         (["pretrain", "--config", "{tmp}/missing.yaml"], "config file"),
         (["pretrain", "--device", "tpu", *TINY[:-2]], "unknown device"),
@@ -199,3 +201,25 @@ def test_a_flag_the_parser_rejects_is_one_line_too(capsys, args, message):
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
     assert err.rstrip().endswith("--help`)")
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_run_takes_every_pretrain_flag_and_help_shows_the_defaults(capsys):
+    from contrastkit.train.config import PretrainConfig, options
+
+    text = _help("run", capsys)
+    flags = set(re.findall(r"--[a-z-]+", text))
+    for o in options(PretrainConfig):  # run's recipe is a PretrainConfig: every flag of it
+        assert "--" + o.name.replace("_", "-") in flags, o.name
+    assert {"--momentum", "--sync-bn", "--train-split", "--download", "--probe-lr"} <= flags
+    assert {"--method", "--resume", "--config"} <= flags and "--methods" not in flags
+    assert "--out OUT directory of the whole run, one sub-directory per method" in text
+    assert "--probe-epochs PROBE_EPOCHS probe training epochs (default: 100)" in text
+    text = _help("pretrain", capsys)
+    assert "--seed SEED random seed (model init, data order, augmentation) (default: 0)" in text

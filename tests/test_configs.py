@@ -37,7 +37,7 @@ def test_config_runs(path, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--config", str(path), "--out", str(out), *SMALL]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == recipe["methods"].split(",")
+    assert [r["method"] for r in rows] == recipe["method"].split(",")
     kept = RECIPE_KEYS & recipe.keys()  # the recipe's values, not the defaults
     for r in rows:
         saved = yaml.safe_load((out / r["method"] / "config.yaml").read_text())

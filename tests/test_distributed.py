@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 from contrastkit import distributed
 from contrastkit.losses import info_nce, nt_xent, supcon
 from contrastkit.losses._gathered import ROW_IMPLS
+from contrastkit.train import launch
 
 WORLD = 2
 # the gathered loss in each rows core; the single process it is compared with is always dense.
@@ -82,15 +83,15 @@ def test_gather_argument_errors() -> None:
 
 
 def test_init_from_env_unlaunched_resolves_the_device_only() -> None:
-    assert distributed.init_from_env("cpu", environ={}) == torch.device("cpu")
+    assert launch.init_from_env("cpu", environ={}) == torch.device("cpu")
     assert not distributed.is_distributed()
-    assert distributed.local_batch_size(7) == 7
+    assert launch.local_batch_size(7) == 7
 
 
 def test_init_from_env_rejects_a_partial_launch() -> None:
     env = {"RANK": "0", "WORLD_SIZE": "2"}
     with pytest.raises(ValueError, match=r"LOCAL_RANK, MASTER_ADDR, MASTER_PORT missing.*torchrun"):
-        distributed.init_from_env("cpu", environ=env)
+        launch.init_from_env("cpu", environ=env)
     full = {
         "RANK": "0",
         "LOCAL_RANK": "0",
@@ -99,23 +100,23 @@ def test_init_from_env_rejects_a_partial_launch() -> None:
         "MASTER_PORT": "1",
     }
     with pytest.raises(ValueError, match="must be integers"):
-        distributed.init_from_env("cpu", environ=full)
+        launch.init_from_env("cpu", environ=full)
     with pytest.raises(ValueError, match="inconsistent launch"):
-        distributed.init_from_env("cpu", environ={**full, "WORLD_SIZE": "2", "RANK": "2"})
+        launch.init_from_env("cpu", environ={**full, "WORLD_SIZE": "2", "RANK": "2"})
     with pytest.raises(ValueError, match="device must be"):
-        distributed.init_from_env("tpu", environ={})
+        launch.init_from_env("tpu", environ={})
     assert not distributed.is_distributed()
 
 
 def test_launched_wrap_and_main_first_unlaunched() -> None:
-    assert not distributed.launched({}) and distributed.launched({"RANK": "0"})
+    assert not launch.launched({}) and launch.launched({"RANK": "0"})
     model = torch.nn.Linear(2, 2)
-    assert distributed.wrap_model(model, torch.device("cpu")) is model
+    assert launch.wrap_model(model, torch.device("cpu")) is model
     with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
-        distributed.wrap_model(model, torch.device("cpu"), sync_bn=True)
-    assert distributed.main_first(lambda: 7) == 7
+        launch.wrap_model(model, torch.device("cpu"), sync_bn=True)
+    assert launch.main_first(lambda: 7) == 7
     with pytest.raises(KeyError, match="boom"):
-        distributed.main_first(lambda: {}["boom"])
+        launch.main_first(lambda: {}["boom"])
     distributed.barrier()
 
 
@@ -341,11 +342,11 @@ def _ddp_case() -> dict[str, float]:
 
 def _batch_case() -> dict[str, float]:
     try:
-        distributed.local_batch_size(7)
+        launch.local_batch_size(7)
         raised = 0.0
     except ValueError as e:
         raised = float("not divisible by the 2 processes" in str(e) and "such as 6 or 8" in str(e))
-    return _max_over_ranks({"local": float(distributed.local_batch_size(8)), "raised": raised})
+    return _max_over_ranks({"local": float(launch.local_batch_size(8)), "raised": raised})
 
 
 def _main_first_case() -> dict[str, float]:
@@ -357,11 +358,11 @@ def _main_first_case() -> dict[str, float]:
         raise FileExistsError("run directory exists")
 
     try:
-        distributed.main_first(fails)
+        launch.main_first(fails)
         raised = 0.0
     except FileExistsError as e:
         raised = float(str(e) == "run directory exists")
-    value = distributed.main_first(lambda: 5)
+    value = launch.main_first(lambda: 5)
     return _max_over_ranks(
         {
             "raised_everywhere": raised,

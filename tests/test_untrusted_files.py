@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
     r = cli("pretrain", *TINY, "--method", "simclr", *QUIET, "--out", base / "pretrain")
     assert r.returncode == 0, r.stderr
     evaluation = ["--probe-epochs", "1", "--knn-k", "5"]
-    r = cli("run", *TINY, "--methods", "ce", *evaluation, *QUIET, "--out", base / "run")
+    r = cli("run", *TINY, "--method", "ce", *evaluation, *QUIET, "--out", base / "run")
     assert r.returncode == 0, r.stderr
     for f in ["probe.json", "knn.json"]:  # as if interrupted before its evaluation
         (base / "run" / "ce" / f).unlink()

@@ -13,10 +13,13 @@ from contrastkit.train.config import (
     KnnConfig,
     PretrainConfig,
     ProbeConfig,
+    ProbeSettings,
     RunConfig,
     comma_list,
     from_dict,
     load_yaml,
+    options,
+    to_dict,
 )
 
 
@@ -42,18 +45,18 @@ def test_augment_help_names_every_preset():
 
 # --- every option is validated, in one place ----------------------------------------------------
 
-CONFIGS = [PretrainConfig, ProbeConfig, KnnConfig, EmbedConfig, RunConfig]
+CONFIGS = [PretrainConfig, ProbeConfig, ProbeSettings, KnnConfig, EmbedConfig, RunConfig]
 FREE_TEXT = {"data_root", "train_split"}  # a directory the loader checks; a split checked below
 
 
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
 def test_every_number_and_name_option_has_a_rule(cls):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
-        if bool in kinds or f.name in FREE_TEXT:
+    # every flat option (a RunConfig's include those of its pretrain and probe sub-configs)
+    for o in options(cls):
+        kinds = typing.get_args(o.hint) or (o.hint,)
+        if bool in kinds or o.name in FREE_TEXT:
             continue
-        assert f.metadata.get("rule") is not None, f"{cls.__name__}.{f.name} has no rule"
+        assert o.field.metadata.get("rule") is not None, f"{cls.__name__}.{o.name} has no rule"
 
 
 NAN, INF = math.nan, math.inf
@@ -94,8 +97,9 @@ BAD = [
     (PretrainConfig, "device", "cuda:x", "unknown device 'cuda:x' for --device (device)"),
     (PretrainConfig, "precision", "fp8", "unknown precision 'fp8' for --precision (precision)"),
     (PretrainConfig, "out", "", "--out (out) must be a non-empty path, got ''"),
-    (PretrainConfig, "epochs", "ten", "--epochs (epochs) must be int, got 'ten'"),
-    (PretrainConfig, "epochs", 1.5, "--epochs (epochs) must be int, got 1.5"),
+    (PretrainConfig, "epochs", "ten", "--epochs (epochs) must be int or None, got 'ten'"),
+    (PretrainConfig, "epochs", 1.5, "--epochs (epochs) must be int or None, got 1.5"),
+    (PretrainConfig, "views", 1.5, "--views (views) must be int, got 1.5"),
     (ProbeConfig, "epochs", 0, "--epochs (epochs) must be an integer >= 1, got 0"),
     (ProbeConfig, "batch_size", 0, "--batch-size (batch_size) must be an integer >= 1, got 0"),
     (ProbeConfig, "lr", NAN, "--lr (lr) must be a finite number > 0, got nan"),
@@ -107,8 +111,8 @@ BAD = [
     (KnnConfig, "t", NAN, "--t (t) must be a finite number > 0, got nan"),
     (EmbedConfig, "split", " ", "--split (split) must be a non-empty split name, got ' '"),
     (EmbedConfig, "out", "", "--out (out) must be a non-empty path, got ''"),
-    (RunConfig, "methods", "simclr,moco", "unknown method 'moco' for --methods (methods)"),
-    (RunConfig, "methods", " , ", "--methods (methods) must name at least one method"),
+    (RunConfig, "method", "simclr,moco", "unknown method 'moco' for --method (method)"),
+    (RunConfig, "method", " , ", "--method (method) must name at least one method"),
     (RunConfig, "data", "mnist", "unknown data set 'mnist' for --data (data)"),
     (RunConfig, "epochs", 0, "--epochs (epochs) must be an integer >= 1, got 0"),
     (RunConfig, "batch_size", 1, "--batch-size (batch_size) must be an integer >= 2"),
@@ -121,6 +125,10 @@ BAD = [
     (RunConfig, "proj_dim", 0, "--proj-dim (proj_dim) must be an integer >= 1, got 0"),
     (RunConfig, "knn_every", -1, "--knn-every (knn_every) must be an integer >= 0"),
     (RunConfig, "probe_epochs", 0, "--probe-epochs (probe_epochs) must be an integer >= 1"),
+    (RunConfig, "probe_batch_size", 0, "--probe-batch-size (probe_batch_size) must be an integer"),
+    (RunConfig, "probe_lr", 0, "--probe-lr (probe_lr) must be a finite number > 0, got 0.0"),
+    (RunConfig, "probe_weight_decay", NAN, "--probe-weight-decay (probe_weight_decay) must be"),
+    (RunConfig, "momentum", 1.0, "--momentum (momentum) must be a finite number in [0, 1)"),
     (RunConfig, "knn_k", 0, "--knn-k (knn_k) must be an integer >= 1, got 0"),
     (RunConfig, "knn_t", -1.0, "--knn-t (knn_t) must be a finite number > 0, got -1.0"),
     (RunConfig, "precision", "half", "unknown precision 'half' for --precision"),
@@ -155,7 +163,7 @@ def test_a_bad_value_is_one_error_naming_option_value_and_rule(cls, option, valu
         ),
         (
             RunConfig,
-            {"methods": "ce,simclr", "views": 1},
+            {"method": "ce,simclr", "views": 1},
             "--views (views) must be >= 2 for simclr",
         ),
         (
@@ -188,7 +196,7 @@ def test_the_edges_of_each_range_are_accepted():
     }
     cfg = from_dict(PretrainConfig, edges)
     assert cfg.momentum == 0.0 and cfg.seed == 2**63 - 1
-    assert from_dict(RunConfig, {"methods": "ce", "views": 1}).views == 1  # no simclr: 1 view ok
+    assert from_dict(RunConfig, {"method": "ce", "views": 1}).pretrain.views == 1  # no simclr
     assert from_dict(PretrainConfig, {"data": "stl10", "train_split": "train+unlabeled"})
 
 
@@ -208,3 +216,29 @@ def test_a_config_file_that_is_not_utf8_is_one_error(tmp_path):
     f.write_bytes(b"epochs: 3\nmethod: \xff\n")
     with pytest.raises(ContrastkitError, match="is not UTF-8 text"):
         load_yaml(str(f))
+
+
+def test_a_config_checks_itself_when_built_from_python():
+    with pytest.raises(ContrastkitError, match=r"--epochs \(epochs\) must be an integer >= 1"):
+        PretrainConfig(epochs=0)
+    with pytest.raises(ContrastkitError, match=r"--lr \(lr\) must be a finite number > 0"):
+        dataclasses.replace(PretrainConfig(), lr=-1.0)  # replace builds, so it checks too
+    with pytest.raises(ContrastkitError, match=r"--views \(views\) must be >= 2 for simclr"):
+        RunConfig(method="ce,simclr", pretrain=PretrainConfig(views=1))
+    with pytest.raises(ContrastkitError, match=r"--epochs \(epochs\) must be an integer >= 1"):
+        ProbeSettings(epochs=0)  # as a Python user spells it: the field of ProbeSettings
+    assert PretrainConfig(lr=1).lr == 1.0 and isinstance(PretrainConfig(lr=1).lr, float)
+
+
+def test_a_run_config_is_flat_as_flags_and_yaml_keys():
+    flat = {"method": ["supcon", "ce"], "epochs": 3, "probe_epochs": 7, "probe_lr": 0.5}
+    cfg = from_dict(RunConfig, flat)  # a YAML list of methods is their comma list
+    assert cfg.method == "supcon,ce" and cfg.methods == ["supcon", "ce"]
+    assert cfg.pretrain.epochs == 3 and cfg.pretrain.method == "supcon"  # the field's default
+    assert cfg.probe == ProbeSettings(epochs=7, lr=0.5)
+    d = to_dict(cfg)
+    assert d["method"] == "supcon,ce" and d["epochs"] == 3 and d["probe_epochs"] == 7
+    assert "pretrain" not in d and "probe" not in d and "probe_method" not in d
+    assert set(d) == {o.name for o in options(RunConfig)}
+    assert from_dict(RunConfig, d) == cfg  # the flat dict rebuilds the same config
+    assert from_dict(RunConfig, {"method": "ce,ce,supcon"}).methods == ["ce", "supcon"]

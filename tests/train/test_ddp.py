@@ -23,10 +23,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.train.config import PretrainConfig
 from contrastkit.train.metrics import read_metrics
 from contrastkit.train.rundir import CHECKPOINT
 
 pretrain_module = importlib.import_module("contrastkit.train.pretrain")  # not the function
+resume_module = importlib.import_module("contrastkit.train.resume")
 loop_module = importlib.import_module("contrastkit.train.loop")
 rundata_module = importlib.import_module("contrastkit.train.rundata")
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,9 +94,17 @@ def _worker(rank: int, ports: Any, jobs: list[dict[str, Any]]) -> None:
         )
         stop_after = job.pop("interrupt_after_steps", None)
         if stop_after is None:
-            pretrain_module.pretrain(**job)
+            _pretrain_or_resume(job)
         else:
             _interrupted(job, stop_after)
+
+
+def _pretrain_or_resume(job: dict[str, Any]) -> None:
+    """``pretrain`` with the job's options, or ``resume`` the job's ``out`` if it says so."""
+    if job.pop("resume", False):
+        resume_module.resume(job["out"])
+    else:
+        pretrain_module.pretrain(PretrainConfig(**job))
 
 
 def _interrupted(job: dict[str, Any], stop_after: int) -> None:
@@ -110,7 +120,7 @@ def _interrupted(job: dict[str, Any], stop_after: int) -> None:
 
     loop_module.train_step = interrupted_step
     try:
-        pretrain_module.pretrain(**job)
+        _pretrain_or_resume(job)
         raise AssertionError("the run was not interrupted")
     except _Interrupt:
         pass
@@ -148,7 +158,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.set_num_threads(1)  # as in each of the two processes
     try:
         for name, opts in (("single", supcon), ("single_simclr", simclr)):
-            pretrain_module.pretrain(**opts, out=str(paths[name]))
+            pretrain_module.pretrain(PretrainConfig(**opts, out=str(paths[name])))
     finally:
         torch.set_num_threads(threads)
     _spawn(
@@ -157,7 +167,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             {**simclr, "out": str(paths["ddp_simclr"])},
             # stopped in epoch 2 (after 6 of 8 steps), then continued with resume
             {**supcon, "out": str(paths["resumed"]), "interrupt_after_steps": 6},
-            {**supcon, "out": str(paths["resumed"]), "resume": True},
+            {"out": str(paths["resumed"]), "resume": True},  # every option from the run
         ]
     )
     return paths
@@ -209,6 +219,7 @@ def test_epoch_batches_are_the_global_batches_of_one_process() -> None:
         shares = []
         for r in range(WORLD):
             mpatch.setattr(rundata_module.distributed, "world_size", lambda: WORLD)
+            mpatch.setattr(rundata_module.launch, "world_size", lambda: WORLD)  # its batch split
             mpatch.setattr(rundata_module.distributed, "rank", lambda r=r: r)
             shares.append(rundata_module.epoch_batches(n, batch, seed=3, epoch=5))
     assert len(single) == len(shares[0]) == len(shares[1]) == n // batch
@@ -319,7 +330,7 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path: Path) -> None:
     from contrastkit.errors import ContrastkitError
 
     with pytest.raises(ContrastkitError, match="--sync-bn needs CUDA"):
-        pretrain_module.pretrain(**{**OPTIONS, "sync_bn": True, "out": str(tmp_path / "r")})
+        pretrain_module.pretrain(PretrainConfig(**OPTIONS, sync_bn=True, out=str(tmp_path / "r")))
 
 
 def test_metrics_json_is_valid(runs: dict[str, Path]) -> None:

@@ -151,7 +151,7 @@ def moment(run_dir: Path) -> str:
     return "finished" if ckpt["finished"] else f"checkpoint of epoch {ckpt['epoch']}"
 
 
-RUN = ["--data", "digits", "--device", "cpu", "--quiet", "--methods", "ce", "--limit", "64"]
+RUN = ["--data", "digits", "--device", "cpu", "--quiet", "--method", "ce", "--limit", "64"]
 RUN += ["--batch-size", "32", "--epochs", "2", "--warmup-epochs", "0", "--probe-epochs", "2"]
 
 
@@ -299,7 +299,7 @@ def test_a_read_only_file_system_is_one_line_naming_the_path(tmp_path):
         f"mount -t tmpfs -o ro none {mnt} && mount --bind {done} {ro} && "
         f"mount -o remount,ro,bind {ro} || exit 99\n"
         f'$CK pretrain {args} --out {mnt}/run; echo "exit $?" >&2\n'
-        f'$CK run --methods ce {args} --out {mnt}/all; echo "exit $?" >&2\n'
+        f'$CK run --method ce {args} --out {mnt}/all; echo "exit $?" >&2\n'
         f'$CK linear-probe {ro} --epochs 1; echo "exit $?" >&2\n'
         f'$CK knn {ro}; echo "exit $?" >&2\n'
         f'$CK report {ro}; echo "exit $?" >&2\n'

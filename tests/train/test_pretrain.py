@@ -6,19 +6,33 @@ import pytest
 import torch
 
 from contrastkit.errors import ContrastkitError
-from contrastkit.train import linear_probe, pretrain
 from contrastkit.train.checkpoint import load_checkpoint
-from contrastkit.train.config import PretrainConfig, from_dict
+from contrastkit.train.config import (
+    CUSTOM_DATA,
+    PretrainConfig,
+    ProbeConfig,
+    RunConfig,
+    from_dict,
+)
+from contrastkit.train.evaluate import linear_probe
 from contrastkit.train.metrics import read_metrics
+from contrastkit.train.pretrain import pretrain
+from contrastkit.train.resume import resume, resume_with
+from contrastkit.train.run import run
 from contrastkit.train.rundata import epoch_batches
 
 TINY = {"limit": 64, "batch_size": 32, "epochs": 1, "quiet": True, "knn_k": 10, "device": "cpu"}
 
 
+def tiny(**options) -> PretrainConfig:
+    """A one-epoch run on 64 digits (``options`` override)."""
+    return PretrainConfig(**{"data": "digits", **TINY, **options})
+
+
 @pytest.mark.parametrize("method", ["simclr", "supcon", "ce"])
 def test_one_epoch_per_method(tmp_path, method):
     out = tmp_path / method
-    r = pretrain(data="digits", method=method, out=str(out), **TINY)
+    r = pretrain(tiny(method=method, out=str(out)))
     assert r.epochs == 1 and r.knn_acc is not None and 0 <= r.knn_acc <= 1
     assert math.isfinite(r.loss)
     for name in ["config.yaml", "metrics.jsonl", "checkpoints/last.pt", "similarity.npz"]:
@@ -30,6 +44,7 @@ def test_one_epoch_per_method(tmp_path, method):
     assert [s["kind"] for s in steps] == ["step", "step", "epoch"]
     text = (out / "config.yaml").read_text()
     assert "git_sha" in text and "torch:" in text and "seed: 0" in text
+    assert "command: pretrain" in text and "resume" not in text
 
 
 def test_pretrain_on_a_dataset_object_and_probe_it(tmp_path):
@@ -47,41 +62,47 @@ def test_pretrain_on_a_dataset_object_and_probe_it(tmp_path):
 
     train, test = Blobs(40), Blobs(20)
     out = tmp_path / "obj"
-    r = pretrain(
-        data=train,
-        test_data=test,
-        method="supcon",
-        out=str(out),
-        epochs=2,
-        batch_size=16,
-        quiet=True,
-        device="cpu",
+    cfg = PretrainConfig(
+        method="supcon", out=str(out), epochs=2, batch_size=16, quiet=True, device="cpu"
     )
+    r = pretrain(cfg, data=train, test_data=test)
     assert r.knn_acc is not None
-    probe = linear_probe(out, train_data=train, test_data=test, epochs=5, device="cpu")
+    saved = load_checkpoint(out / "checkpoints" / "last.pt")["config"]
+    assert saved["data"] == CUSTOM_DATA and saved["knn_k"] == 200  # a data set without a line
+    probe_cfg = ProbeConfig(run_dir=str(out), epochs=5, device="cpu")
+    probe = linear_probe(probe_cfg, train_data=train, test_data=test)
     assert probe["n_train"] == 40 and probe["test_acc"] >= 0.9
     with pytest.raises(ContrastkitError, match="Dataset object"):
-        linear_probe(out, device="cpu")
+        linear_probe(ProbeConfig(run_dir=str(out), device="cpu"))
     with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again as data="):
-        pretrain(out=str(out), resume=True)
-    assert pretrain(data=train, test_data=test, out=str(out), resume=True).epochs == 2
+        resume(out)
+    again = resume(out, data=train, test_data=test)
+    assert again.epochs == 2 and again.already_finished
 
 
 def test_bad_inputs(tmp_path):
     with pytest.raises(ContrastkitError, match="unknown option"):
-        pretrain(data="digits", epoch=3)
+        pretrain(from_dict(PretrainConfig, {"data": "digits", "epoch": 3}))
     with pytest.raises(
         ContrastkitError, match=r"--batch-size \(batch_size\) must be an integer >= 2"
     ):
-        pretrain(data="digits", batch_size=1, out=str(tmp_path / "a"))
+        pretrain(PretrainConfig(data="digits", batch_size=1, out=str(tmp_path / "a")))
     with pytest.raises(ContrastkitError, match="unknown method"):
-        pretrain(data="digits", method="byol", out=str(tmp_path / "b"))
+        pretrain(PretrainConfig(data="digits", method="byol", out=str(tmp_path / "b")))
     with pytest.raises(ContrastkitError, match="unknown model"):
-        pretrain(data="digits", model="vit", out=str(tmp_path / "c"), **TINY)
+        pretrain(tiny(model="vit", out=str(tmp_path / "c")))
     with pytest.raises(ContrastkitError, match="unknown data set"):
-        pretrain(data="imagenet", out=str(tmp_path / "d"))
+        pretrain(PretrainConfig(data="imagenet", out=str(tmp_path / "d")))
     with pytest.raises(ContrastkitError, match="must be int"):
         from_dict(PretrainConfig, {"epochs": "ten"})
+    # data= and test_data= are for Dataset objects; a data set is named in the config
+    with pytest.raises(ContrastkitError, match=r"data= is for a Dataset object, got 'digits'"):
+        pretrain(tiny(out=str(tmp_path / "e")), data="digits")  # type: ignore[arg-type]
+    with pytest.raises(ContrastkitError, match="test_data= is for a Dataset object in data="):
+        pretrain(tiny(out=str(tmp_path / "f")), test_data=torch.utils.data.TensorDataset())
+    with pytest.raises(ContrastkitError, match="stands for a Dataset object: pass it as data="):
+        pretrain(tiny(data=CUSTOM_DATA, out=str(tmp_path / "g")))
+    assert not any(tmp_path.iterdir())  # each refused before anything was created
 
 
 def test_supcon_and_ce_need_labels(tmp_path):
@@ -94,33 +115,38 @@ def test_supcon_and_ce_need_labels(tmp_path):
 
     for method in ["supcon", "ce"]:
         with pytest.raises(ContrastkitError, match="needs labels"):
-            pretrain(data=Unlabelled(), method=method, out=str(tmp_path / method), batch_size=4)
+            pretrain(
+                PretrainConfig(method=method, out=str(tmp_path / method), batch_size=4),
+                data=Unlabelled(),
+            )
     r = pretrain(
+        PretrainConfig(
+            method="simclr", out=str(tmp_path / "s"), batch_size=4, epochs=1, quiet=True
+        ),
         data=Unlabelled(),
-        method="simclr",
-        out=str(tmp_path / "s"),
-        batch_size=4,
-        epochs=1,
-        quiet=True,
     )
     assert r.knn_acc is None  # no labels: no monitor
 
 
 def test_existing_run_is_never_overwritten_and_resume_checks_options(tmp_path):
     out = tmp_path / "run"
-    pretrain(data="digits", method="ce", out=str(out), **TINY)
+    pretrain(tiny(method="ce", out=str(out)))
     before = (out / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(ContrastkitError, match="already exists"):
-        pretrain(data="digits", method="ce", out=str(out), **TINY)
+        pretrain(tiny(method="ce", out=str(out)))
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
     with pytest.raises(ContrastkitError, match="cannot resume with different options: epochs"):
-        pretrain(out=str(out), resume=True, epochs=5)
+        resume_with(out, {"epochs": 5}, command="pretrain")  # `pretrain --resume --epochs 5`
     with pytest.raises(ContrastkitError, match="cannot resume"):
-        pretrain(out=str(tmp_path / "never"), resume=True)
+        resume(tmp_path / "never")
+    with pytest.raises(
+        ContrastkitError, match=r"not on a Dataset object: resume it without data=$"
+    ):
+        resume(out, data=torch.utils.data.TensorDataset(torch.zeros(2, 1, 8, 8)))
     # resuming a finished run trains nothing and changes nothing, also after a move
     moved = tmp_path / "moved"
     out.rename(moved)
-    r = pretrain(out=str(moved), resume=True, quiet=True)
+    r = resume(moved, quiet=True)
     assert r.epochs == 1 and r.run_dir == moved and not out.exists()
     out = moved
     assert torch.equal(
@@ -141,9 +167,7 @@ def test_epoch_batches_drop_last_and_small_sets():
 @pytest.mark.parametrize(("optimizer", "norm"), [("lars", "group"), ("adamw", "batch")])
 def test_other_optimizers_and_batch_free_model(tmp_path, optimizer, norm):
     out = tmp_path / optimizer
-    r = pretrain(
-        data="digits", method="simclr", optimizer=optimizer, norm=norm, out=str(out), **TINY
-    )
+    r = pretrain(tiny(method="simclr", optimizer=optimizer, norm=norm, out=str(out)))
     assert r.loss == r.loss
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["config"]["optimizer"] == optimizer
@@ -153,28 +177,30 @@ def test_other_optimizers_and_batch_free_model(tmp_path, optimizer, norm):
 
 @pytest.mark.slow
 def test_run_resume_redoes_only_unfinished_methods(tmp_path):
-    from contrastkit.train import run
-
     out = tmp_path / "cmp"
     opts = {
+        "data": "digits",
         "limit": 64,
         "batch_size": 32,
         "epochs": 1,
         "quiet": True,
         "probe_epochs": 2,
         "device": "cpu",
+        "out": str(out),
     }
-    first = run(data="digits", methods="supcon,ce", out=str(out), **opts)
-    assert [r["method"] for r in first["rows"]] == ["supcon", "ce"]
-    assert "96.7" in first["table"]
+    first = run(from_dict(RunConfig, {"method": "supcon,ce", **opts}))
+    assert first.dir == out and [r["method"] for r in first.rows] == ["supcon", "ce"]
+    assert "96.7" in first.table
     ce_ckpt = (out / "ce" / "checkpoints" / "last.pt").read_bytes()
     (out / "supcon" / "probe.json").unlink()
-    again = run(data="digits", methods="supcon,ce", out=str(out), resume=True, **opts)
+    # `run --resume` given the run's own options again
+    given = {k: v for k, v in opts.items() if k != "out"}
+    again = resume_with(out, {"method": "supcon,ce", **given}, command="run")
     assert (out / "supcon" / "probe.json").is_file()
     assert (out / "ce" / "checkpoints" / "last.pt").read_bytes() == ce_ckpt  # untouched
-    assert again["rows"][1] == first["rows"][1]
+    assert again.rows[1] == first.rows[1]
     with pytest.raises(ContrastkitError, match="already exists"):
-        run(data="digits", methods="ce", out=str(out), **opts)
+        run(RunConfig(method="ce", pretrain=PretrainConfig(**{**TINY, "out": str(out)})))
 
 
 def test_precision_names_and_devices():
@@ -240,9 +266,10 @@ def test_onednn_bf16_probe_agrees_with_the_cpu_capability():
 
 def test_bad_precision_is_rejected_before_training(tmp_path):
     with pytest.raises(ContrastkitError, match="unknown precision"):
-        pretrain(data="digits", precision="int8", out=str(tmp_path / "a"), **TINY)
+        pretrain(tiny(precision="int8", out=str(tmp_path / "a")))
     with pytest.raises(ContrastkitError, match="fp16 needs CUDA"):
-        pretrain(data="digits", precision="fp16", out=str(tmp_path / "b"), **TINY)
+        pretrain(tiny(precision="fp16", out=str(tmp_path / "b")))
+    assert not any(tmp_path.iterdir())
 
 
 def test_bf16_training_and_features_follow_float32(tmp_path):
@@ -251,7 +278,7 @@ def test_bf16_training_and_features_follow_float32(tmp_path):
     from contrastkit.train.features import extract_features
 
     out = tmp_path / "bf16"
-    r = pretrain(data="digits", method="supcon", precision="bf16", out=str(out), **TINY)
+    r = pretrain(tiny(method="supcon", precision="bf16", out=str(out)))
     assert math.isfinite(r.loss) and r.knn_acc is not None
     run = load_encoder(out, "cpu")
     assert run.feature_options == {"amp_dtype": torch.bfloat16, "channels_last": True}
@@ -271,11 +298,10 @@ def test_under_bf16_only_the_network_is_autocast_and_the_loss_is_float32():
     from contrastkit.losses import supcon
     from contrastkit.train.loop import compute_loss
     from contrastkit.train.networks import DataShape
-    from contrastkit.train.pretrain import resolve_config
+    from contrastkit.train.recipes import resolve
     from contrastkit.train.state import build_training_state
 
-    opts = {"data": "digits", "model": "small_cnn", "precision": "bf16", "out": "unused"}
-    cfg = resolve_config(opts, False)
+    cfg = resolve(PretrainConfig(data="digits", model="small_cnn", precision="bf16", out="unused"))
     shape = DataShape(1, 8, 10, [0.5], [0.25], [str(i) for i in range(10)])
     state = build_training_state(cfg, shape, 64, torch.device("cpu"))
     views = torch.randn(16, 2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -291,30 +317,10 @@ def test_under_bf16_only_the_network_is_autocast_and_the_loss_is_float32():
     assert not torch.equal(in_bf16, expected)  # a loss under autocast would differ
 
 
-def test_configs_written_before_precision_still_load_and_resume(tmp_path):
-    import yaml
-
-    from contrastkit.train.evaluate import load_encoder
-
-    assert from_dict(PretrainConfig, {"amp": False}).precision == "fp32"
-    assert from_dict(PretrainConfig, {"amp": True}).precision == "auto"
-    out = tmp_path / "old"
-    pretrain(data="digits", method="ce", out=str(out), **{**TINY, "epochs": 1})
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
-    del cfg["precision"]
-    cfg["amp"] = True  # what runs saved before `precision` hold
-    cfg["epochs"] = 2
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
-    r = pretrain(out=str(out), resume=True, quiet=True)
-    assert r.epochs == 2
-    assert load_encoder(out, "cpu").feature_options["amp_dtype"] is None
-
-
 def test_fp16_on_the_cpu_fails_before_run_does_any_work(tmp_path):
-    from contrastkit.train import run
-
+    recipe = PretrainConfig(data="digits", precision="fp16", out=str(tmp_path / "r"), quiet=True)
     with pytest.raises(ContrastkitError, match="fp16 needs CUDA"):
-        run(data="digits", methods="ce", precision="fp16", out=str(tmp_path / "r"), quiet=True)
+        run(RunConfig(method="ce", pretrain=recipe))
     assert not (tmp_path / "r").exists()
 
 
@@ -325,12 +331,7 @@ def test_the_knn_monitor_does_not_change_training(tmp_path):
     for every, final in ((1, True), (0, True), (0, False)):
         out = tmp_path / f"every{every}-{final}"
         r = pretrain(
-            data="digits",
-            method="supcon",
-            out=str(out),
-            knn_every=every,
-            final_knn=final,
-            **{**TINY, "epochs": 2},
+            tiny(method="supcon", out=str(out), knn_every=every, epochs=2), final_knn=final
         )
         runs[every, final] = load_checkpoint(out / "checkpoints" / "last.pt")
         epochs = [m for m in read_metrics(out) if m["kind"] == "epoch"]

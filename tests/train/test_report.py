@@ -5,8 +5,10 @@ import pytest
 
 from contrastkit.cli import main
 from contrastkit.errors import ContrastkitError
-from contrastkit.train import run
-from contrastkit.train.report import method_row, seed_summary
+from contrastkit.train.config import PretrainConfig, ProbeConfig, RunConfig, from_dict
+from contrastkit.train.report import method_row
+from contrastkit.train.run import run
+from contrastkit.train.summary import seed_summary
 
 TINY = {
     "data": "digits",
@@ -20,6 +22,11 @@ TINY = {
 }
 
 
+def run_config(**options) -> RunConfig:
+    """A tiny ``run`` on digits (``options`` override ``TINY``)."""
+    return from_dict(RunConfig, {**TINY, **options})
+
+
 @pytest.fixture(scope="module")
 def three_seeds(tmp_path_factory):
     """Three real `run`s of simclr and ce that differ only in the seed."""
@@ -27,7 +34,7 @@ def three_seeds(tmp_path_factory):
     dirs = []
     for seed in (0, 1, 2):
         out = root / f"s{seed}"
-        run(methods="simclr,ce", out=str(out), seed=seed, **TINY)
+        run(run_config(method="simclr,ce", out=str(out), seed=seed))
         dirs.append(out)
     return dirs
 
@@ -71,7 +78,7 @@ def test_one_run_has_no_std_and_duplicates_count_once(three_seeds):
 
 def test_runs_with_another_recipe_are_not_averaged(three_seeds, tmp_path):
     other = tmp_path / "lr"
-    run(methods="ce", out=str(other), lr=0.05, **TINY)
+    run(run_config(method="ce", out=str(other), lr=0.05))
     with pytest.raises(ContrastkitError, match="differ in lr"):
         seed_summary([three_seeds[0], other])
     with pytest.raises(ContrastkitError, match="does not exist"):
@@ -89,23 +96,24 @@ def test_summarize_command(three_seeds, tmp_path, capsys):
 
 
 def test_report_of_a_run_that_was_never_evaluated(tmp_path):
-    from contrastkit.train import build_report, pretrain
+    from contrastkit.train.pretrain import pretrain
+    from contrastkit.train.report import build_report
 
     out = tmp_path / "bare"
     tiny = {k: v for k, v in TINY.items() if k != "probe_epochs"}
-    pretrain(method="ce", out=str(out), **tiny)
+    pretrain(PretrainConfig(method="ce", out=str(out), **tiny))
     row = method_row(out)
     assert row["eval_seconds"] is None and row["probe_acc"] is None
     assert build_report(out).is_file()
 
 
 def test_repeated_seeds_and_other_probe_settings_are_refused(three_seeds, tmp_path):
-    from contrastkit.train import linear_probe
+    from contrastkit.train.evaluate import linear_probe
 
     with pytest.raises(ContrastkitError, match="repeat a seed"):
         seed_summary([three_seeds[0], three_seeds[1], _copy(three_seeds[1], tmp_path)])
     again = _copy(three_seeds[2], tmp_path / "b")
-    linear_probe(again / "ce", epochs=1, device="cpu", quiet=True)
+    linear_probe(ProbeConfig(run_dir=str(again / "ce"), epochs=1, device="cpu", quiet=True))
     with pytest.raises(ContrastkitError, match="probe_epochs"):
         seed_summary([three_seeds[0], again])
 
@@ -122,7 +130,7 @@ def _copy(src, dst_root):
 def channels_first(tmp_path_factory):
     """A fourth seed of ce whose recipe differs in a key that does not change the math."""
     out = tmp_path_factory.mktemp("cf") / "s3"
-    run(methods="ce", out=str(out), seed=3, channels_last=False, **TINY)
+    run(run_config(method="ce", out=str(out), seed=3, channels_last=False))
     return out
 
 

@@ -8,6 +8,7 @@ import pytest
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import files, lock, metrics, resume, rundir
 from contrastkit.train import provenance as provenance_module
+from contrastkit.train.config import CUSTOM_DATA
 from contrastkit.train.provenance import git_dirty, git_sha, provenance
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
@@ -88,7 +89,8 @@ def test_provenance_reads_the_source_state_once_per_process(monkeypatch):
 def _run_dir(path, monitored, knn=None, **config):
     """A run directory of 3 epochs whose monitor measured at ``monitored`` {epoch: accuracy}."""
     path.mkdir()
-    rundir.write_config(path, {"method": "supcon", "knn_k": 200, "knn_t": 0.1, **config}, {})
+    options = {"method": "supcon", "knn_k": 200, "knn_t": 0.1, **config}
+    rundir.write_config(path, options, {}, command="pretrain")
     for epoch in (1, 2, 3):
         metrics.append_metrics(path, {"kind": "step", "step": epoch})
         metrics.append_metrics(
@@ -124,19 +126,37 @@ def test_knn_curve_leaves_out_a_final_evaluation_that_measured_something_else(
 
 def test_resume_keeps_a_dataset_object_run_and_a_registry_run_apart(tmp_path):
     obj, named = tmp_path / "obj", tmp_path / "named"
-    for path, data in ((obj, rundir.CUSTOM_DATA), (named, "digits")):
+    for path, data in ((obj, CUSTOM_DATA), (named, "digits")):
         path.mkdir()
-        rundir.write_config(path, {"data": data, "method": "ce", "epochs": 2}, {"seed": 0})
+        options = {"data": data, "method": "ce", "epochs": 2}
+        rundir.write_config(path, options, {"seed": 0}, command="pretrain")
     with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again as data="):
-        resume.resumed_options({"out": str(obj)}, "pretrain")
+        resume.saved_options(obj, {}, data_object=False)
     with pytest.raises(ContrastkitError, match="run on a Dataset object: pass it again"):
-        resume.resumed_options({"out": str(obj), "data": "digits"}, "pretrain")
+        resume.saved_options(obj, {"data": "digits"}, data_object=False)  # --data digits
     with pytest.raises(ContrastkitError, match="run on the data set 'digits', not on a Dataset"):
-        resume.resumed_options({"out": str(named), "data": rundir.CUSTOM_DATA}, "pretrain", True)
-    given = {"out": str(obj), "data": rundir.CUSTOM_DATA, "epochs": 2, "quiet": True}
-    resumed = resume.resumed_options(given, "pretrain", data_object=True)
-    assert resumed == {**given, "method": "ce", "resume": True}
-    assert resume.resumed_options({"out": str(named)}, "pretrain")["data"] == "digits"
+        resume.saved_options(named, {"data": CUSTOM_DATA}, data_object=True)
+    given = {"data": CUSTOM_DATA, "epochs": 2, "quiet": True}
+    resumed = resume.saved_options(obj, given, data_object=True)
+    assert resumed == {**given, "method": "ce", "out": str(obj)}
+    assert resume.saved_options(named, {}, data_object=False)["data"] == "digits"
+
+
+def test_a_run_directory_says_which_command_wrote_it(tmp_path):
+    for command in ("pretrain", "run"):
+        path = tmp_path / command
+        path.mkdir()
+        rundir.write_config(path, {"method": "ce"}, {"seed": 0}, command=command)
+        assert rundir.read_provenance(path) == {"command": command, "seed": 0}
+        assert rundir.read_config(path) == {"method": "ce"}
+        assert resume.written_by(path) == command
+    old = tmp_path / "old"  # written before directories recorded their command
+    old.mkdir()
+    (old / rundir.CONFIG).write_text("method: ce\nprovenance:\n  seed: 0\n")
+    with pytest.raises(ContrastkitError, match="does not say which command wrote it"):
+        resume.resume(old)
+    with pytest.raises(ContrastkitError, match="holds no run"):
+        resume.resume(tmp_path / "missing")
 
 
 # --- metrics.jsonl: a torn last line is dropped, other damage is one error naming the line ------
@@ -273,7 +293,7 @@ def test_a_users_directory_is_never_taken(tmp_path):
 def test_a_run_root_reuses_unstarted_method_directories_only(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    (root / "config.yaml").write_text("methods: supcon,ce\n")
+    (root / "config.yaml").write_text("method: supcon,ce\n")
     (root / "baselines.json").write_text("{}")
     _unstarted(root / "supcon")
     own = (rundir.CONFIG, rundir.LOCK, "baselines.json")
@@ -302,7 +322,7 @@ def test_resume_of_a_directory_stopped_before_its_config_says_to_start_again(tmp
     run.mkdir()
     (run / ".lock").write_text("")
     with pytest.raises(ContrastkitError, match="stopped before it began: start it again without"):
-        resume.resumed_options({"out": str(run)}, "pretrain")
+        resume.resume(run)
 
 
 # --- the lock -----------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import pytest
 from contrastkit.cli import main
 from contrastkit.data import load_dataset
 from contrastkit.errors import ContrastkitWarning
-from contrastkit.train import knn, pretrain
-from contrastkit.train.config import load_yaml
+from contrastkit.train.config import KnnConfig, PretrainConfig, load_yaml
+from contrastkit.train.evaluate import knn
 from contrastkit.train.metrics import read_metrics
+from contrastkit.train.pretrain import pretrain
 
 TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "2", "--quiet", "--device", "cpu"]
 
@@ -51,8 +52,12 @@ BAD_STARTS = [
     ["pretrain", "--data", "fashion-mnist", "--data-root", "{tmp}/nowhere"],
     ["run", "--temperature", "0"],
     ["run", "--lr", "nan"],
-    ["run", "--methods", "simclr,moco"],
+    ["run", "--method", "simclr,moco"],
     ["run", "--probe-epochs", "0"],
+    ["run", "--probe-lr", "0"],
+    ["run", "--momentum", "1"],  # run has every pretrain flag
+    ["run", "--train-split", "unlabeled"],
+    ["run", "--precision", "fp16"],
     ["run", "--knn-t", "inf"],
     ["run", "--augment", "bogus"],
     ["run", "--views", "1"],
@@ -81,8 +86,19 @@ def test_yaml_nan_and_inf_in_a_config_file_create_nothing(tmp_path, capsys, text
 def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(tmp_path):
     out = tmp_path / "r"
     with pytest.warns(ContrastkitWarning, match="a warm-up of 10 epochs .* warming up for 0.2"):
-        pretrain(data="digits", method="supcon", limit=256, batch_size=32, epochs=2, out=str(out),
-                 quiet=True, device="cpu", knn_every=0)  # fmt: skip
+        pretrain(
+            PretrainConfig(
+                data="digits",
+                method="supcon",
+                limit=256,
+                batch_size=32,
+                epochs=2,
+                out=str(out),
+                quiet=True,
+                device="cpu",
+                knn_every=0,
+            )
+        )
     assert load_yaml(str(out / "config.yaml"))["warmup_epochs"] == 0.2
     lrs = [r["lr"] for r in read_metrics(out) if r["kind"] == "step"]
     peak, total, warmup = 0.5 * 32 / 256, 16, 2  # 8 steps an epoch; round(0.2 * 8) = 2
@@ -95,7 +111,7 @@ def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(tmp_path):
 
 def test_a_warmup_shorter_than_the_run_is_kept(tmp_path, recwarn):
     out = tmp_path / "r"
-    pretrain(data="digits", method="ce", out=str(out), warmup_epochs=1.5, **_tiny())
+    pretrain(PretrainConfig(data="digits", method="ce", out=str(out), warmup_epochs=1.5, **_tiny()))
     assert load_yaml(str(out / "config.yaml"))["warmup_epochs"] == 1.5
     assert not [w for w in recwarn if issubclass(w.category, ContrastkitWarning)]
 
@@ -107,7 +123,11 @@ def _tiny() -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
-    pretrain(data="digits", method="supcon", out=str(out), knn_k=10, warmup_epochs=0, **_tiny())
+    pretrain(
+        PretrainConfig(
+            data="digits", method="supcon", out=str(out), knn_k=10, warmup_epochs=0, **_tiny()
+        )
+    )
     return out
 
 
@@ -115,16 +135,29 @@ def test_a_knn_k_above_the_bank_size_is_clamped_with_a_warning_and_recorded(fini
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     bank = train.subset(list(range(48)))
     with pytest.warns(ContrastkitWarning, match="k=200 is more than the 48 training images"):
-        clamped = knn(finished, train_data=bank, test_data=test, k=200, device="cpu")
+        clamped = knn(
+            KnnConfig(str(finished), k=200, device="cpu"), train_data=bank, test_data=test
+        )
     assert clamped["k"] == 48 and json.loads((finished / "knn.json").read_text())["k"] == 48
-    exact = knn(finished, train_data=bank, test_data=test, k=48, device="cpu")
+    exact = knn(KnnConfig(str(finished), k=48, device="cpu"), train_data=bank, test_data=test)
     assert clamped["test_acc"] == exact["test_acc"]
 
 
 def test_the_monitor_warns_when_k_exceeds_its_bank(tmp_path):
     with pytest.warns(ContrastkitWarning, match="the kNN monitor: k=20 is more than the 16"):
-        pretrain(data="digits", method="ce", out=str(tmp_path / "r"), limit=16, batch_size=8,
-                 epochs=1, warmup_epochs=0, quiet=True, device="cpu")  # fmt: skip
+        pretrain(
+            PretrainConfig(
+                data="digits",
+                method="ce",
+                out=str(tmp_path / "r"),
+                limit=16,
+                batch_size=8,
+                epochs=1,
+                warmup_epochs=0,
+                quiet=True,
+                device="cpu",
+            )
+        )
 
 
 def test_resuming_a_finished_run_prints_its_final_figures(finished, capsys):
