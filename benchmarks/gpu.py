@@ -279,8 +279,7 @@ def _step_config(
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     try:
-        contrastkit.pretrain(
-            data=data,
+        config = contrastkit.PretrainConfig(
             out=str(run),
             method="supcon",
             model=model,
@@ -289,10 +288,10 @@ def _step_config(
             precision=precision,
             device=str(device),
             knn_every=0,
-            final_knn=False,
             quiet=True,
             seed=0,
         )
+        contrastkit.pretrain(config, data=data, final_knn=False)
         lines = (run / "metrics.jsonl").read_text().splitlines()
     except ContrastkitError as e:  # fp16 on a CPU, bf16 on a GPU without it
         return {**base, "skipped": str(e)}

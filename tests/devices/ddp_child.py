@@ -17,19 +17,19 @@ import torch
 from device_params import deterministic
 
 import contrastkit
-from contrastkit import distributed
+from contrastkit.train import launch
 
 
 def main() -> None:
     device, jobs = sys.argv[1], json.loads(sys.argv[2])
     torch.set_num_threads(1)
-    distributed.init_from_env(device)  # nccl on CUDA, gloo on the CPU
+    launch.init_from_env(device)  # nccl on CUDA, gloo on the CPU
     try:
         with deterministic(device):
             for job in jobs:
-                contrastkit.pretrain(**job)
+                contrastkit.pretrain(contrastkit.PretrainConfig(**job))
     finally:
-        distributed.shutdown()
+        launch.shutdown()
 
 
 if __name__ == "__main__":

@@ -111,9 +111,8 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path, device):
     try:
         with deterministic(device):
             for norm in sorted({norm for _, norm, _, _ in jobs}):
-                contrastkit.pretrain(
-                    **{**OPTIONS, "device": device, "norm": norm}, out=str(tmp_path / norm)
-                )
+                options = {**OPTIONS, "device": device, "norm": norm, "out": str(tmp_path / norm)}
+                contrastkit.pretrain(contrastkit.PretrainConfig(**options))
     finally:
         torch.set_num_threads(threads)
     for name, norm, _, equal in jobs:

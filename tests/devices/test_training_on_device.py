@@ -86,12 +86,12 @@ def test_training_learns_and_resumes_bit_equal(tmp_path, device, precision):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     options = {**OPTIONS, "device": device, "precision": precision}
     with deterministic(device):
-        done = contrastkit.pretrain(out=str(ref), **options)
+        done = contrastkit.pretrain(contrastkit.PretrainConfig(out=str(ref), **options))
         with stopped_at_checkpoint(2), pytest.raises(_Stopped):
-            contrastkit.pretrain(out=str(cut), **options)
+            contrastkit.pretrain(contrastkit.PretrainConfig(out=str(cut), **options))
         stopped = load_checkpoint(cut / CHECKPOINT)
         assert stopped["epoch"] == 1 and not stopped["finished"]
-        resumed = contrastkit.pretrain(out=str(cut), resume=True, device=device, quiet=True)
+        resumed = contrastkit.resume(cut, device=device, quiet=True)
 
     # it learns: finite losses, the last epoch's mean below the first's
     steps = [r["loss"] for r in _records(ref, "step")]
