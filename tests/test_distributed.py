@@ -1,8 +1,9 @@
 """Distributed helpers and gathered losses: unlaunched behaviour, then W = 2 on gloo against one process.
 
-The W = 2 checks start two processes once (``torch.multiprocessing.spawn``, gloo, a free port on
-127.0.0.1); every process computes its share with ``gather=True`` and, from the same seed, the
-single-process loss on the concatenated batch. The parent then asserts on each case separately.
+The W = 2 checks start two processes once (``torch.multiprocessing.spawn``, gloo, rendezvous
+through a file store); every process computes its share with ``gather=True`` and, from the same
+seed, the single-process loss on the concatenated batch. Every quantity comes back once per rank,
+and the parent asserts on each case and each rank separately.
 """
 
 from __future__ import annotations
@@ -125,11 +126,13 @@ def test_launched_wrap_and_main_first_unlaunched() -> None:
 LossFn = Callable[[list[torch.Tensor], torch.Tensor | None, torch.Tensor, bool], torch.Tensor]
 
 
-def _max_over_ranks(values: dict[str, float]) -> dict[str, float]:
+def _every_rank(values: dict[str, float]) -> dict[str, list[float]]:
+    """Each quantity of every rank, in rank order: a flag must hold on each rank, not on one."""
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return dict(zip(keys, t.tolist(), strict=True))
+    local = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return {k: [float(p[i]) for p in parts] for i, k in enumerate(keys)}
 
 
 def _compare(
@@ -138,7 +141,7 @@ def _compare(
     labels: torch.Tensor | None,
     sizes: list[int],
     tau0: float = 0.3,
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
     """Gathered loss on this rank's slice vs one process on the whole batch (same on all ranks).
 
     DDP averages parameter gradients over W processes, so the quantities that must equal the
@@ -165,7 +168,7 @@ def _compare(
         float((lo.grad / w - fu.grad[start:stop]).abs().max())  # type: ignore[operator,index]
         for lo, fu in zip(local, full, strict=True)
     )
-    return _max_over_ranks(
+    return _every_rank(
         {
             "loss": float((loss_mean - expected.detach()).abs()),
             "grad": grad_error,
@@ -186,7 +189,7 @@ def _options(gather: bool, impl: str) -> dict[str, Any]:
 
 def _ntxent_case(
     sizes: list[int], impl: str = "dense", dtype: torch.dtype = torch.float64
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
     n = sum(sizes)
     z1, z2 = _randn(n, 8, seed=1, dtype=dtype), _randn(n, 8, seed=2, dtype=dtype)
     return _compare(
@@ -196,7 +199,7 @@ def _ntxent_case(
 
 def _supcon_case(
     sizes: list[int], views: int, mode: str, labelled: bool, impl: str, **kw: Any
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
     n = sum(sizes)
     features = _randn(n, views, 8, seed=3)
     # few classes, so that most positives of a rank's anchors live on the other rank
@@ -211,7 +214,7 @@ def _supcon_case(
     )
 
 
-def _info_nce_case(sizes: list[int], reduction: str, impl: str) -> dict[str, float]:
+def _info_nce_case(sizes: list[int], reduction: str, impl: str) -> dict[str, list[float]]:
     n = sum(sizes)
     q, k = _randn(n, 8, seed=4), _randn(n, 8, seed=5)
     return _compare(
@@ -224,7 +227,7 @@ def _info_nce_case(sizes: list[int], reduction: str, impl: str) -> dict[str, flo
     )
 
 
-def _info_nce_none_case(sizes: list[int]) -> dict[str, float]:
+def _info_nce_none_case(sizes: list[int]) -> dict[str, list[float]]:
     r = dist.get_rank()
     start = sum(sizes[:r])
     q, k = _randn(sum(sizes), 8, seed=6), _randn(sum(sizes), 8, seed=7)
@@ -232,7 +235,7 @@ def _info_nce_none_case(sizes: list[int]) -> dict[str, float]:
     got = info_nce(
         q[start : start + sizes[r]], k[start : start + sizes[r]], reduction="none", gather=True
     )
-    return _max_over_ranks(
+    return _every_rank(
         {
             "loss": float((got - expected).abs().max()),
             "shape_ok": float(got.shape == expected.shape),
@@ -260,7 +263,7 @@ def _slice_only(x: torch.Tensor, *, counts: list[int] | None = None) -> torch.Te
     return out
 
 
-def _gather_gradient_case() -> dict[str, float]:
+def _gather_gradient_case() -> dict[str, list[float]]:
     """f_r = Σ w_r ⊙ gather(x): x_r's exact gradient is Σ_s w_s[slice r] (uneven sizes 2, 3)."""
     r, w = dist.get_rank(), dist.get_world_size()
     sizes = [2, 3]
@@ -282,7 +285,7 @@ def _gather_gradient_case() -> dict[str, float]:
     # torch.distributed.all_gather itself gives no gradient at all
     parts = [torch.empty(2, 3) for _ in range(w)]
     dist.all_gather(parts, torch.ones(2, 3, requires_grad=True).detach())
-    return _max_over_ranks(
+    return _every_rank(
         {
             "forward": forward_error,
             "grad": float((x.grad - expected).abs().max()),  # type: ignore[operator]
@@ -293,7 +296,7 @@ def _gather_gradient_case() -> dict[str, float]:
     )
 
 
-def _plain_gather_loss_case() -> dict[str, float]:
+def _plain_gather_loss_case() -> dict[str, list[float]]:
     """The same NT-Xent comparison with the slice-only gather patched in: it must fail."""
     with mock.patch.object(distributed, "gather_with_grad", _slice_only):
         return _ntxent_case([4, 4])
@@ -312,7 +315,7 @@ class _Tiny(torch.nn.Module):
         return self.linear(x), self.log_tau.exp()
 
 
-def _ddp_case() -> dict[str, float]:
+def _ddp_case() -> dict[str, list[float]]:
     """Through DDP's own gradient averaging: every parameter gets the full-batch gradient."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -332,7 +335,7 @@ def _ddp_case() -> dict[str, float]:
         for a, b in zip(ddp.module.parameters(), single.parameters(), strict=True)
     ]
     assert single.log_tau.grad is not None
-    return _max_over_ranks(
+    return _every_rank(
         {
             "grad": max(errors),
             "temperature_grad_size": float(single.log_tau.grad.abs()),
@@ -340,16 +343,16 @@ def _ddp_case() -> dict[str, float]:
     )
 
 
-def _batch_case() -> dict[str, float]:
+def _batch_case() -> dict[str, list[float]]:
     try:
         launch.local_batch_size(7)
         raised = 0.0
     except ValueError as e:
         raised = float("not divisible by the 2 processes" in str(e) and "such as 6 or 8" in str(e))
-    return _max_over_ranks({"local": float(launch.local_batch_size(8)), "raised": raised})
+    return _every_rank({"local": float(launch.local_batch_size(8)), "raised": raised})
 
 
-def _main_first_case() -> dict[str, float]:
+def _main_first_case() -> dict[str, list[float]]:
     """rank 0's failure is raised on every rank (instead of rank 1 waiting in a collective)."""
     ran = []
 
@@ -363,26 +366,27 @@ def _main_first_case() -> dict[str, float]:
     except FileExistsError as e:
         raised = float(str(e) == "run directory exists")
     value = launch.main_first(lambda: 5)
-    return _max_over_ranks(
+    return _every_rank(
         {
-            "raised_everywhere": raised,
-            "ran_elsewhere": float(ran not in ([], [0])),
-            "value_on_rank_1": float(value is None) if dist.get_rank() == 1 else 1.0,
+            "raised": raised,
+            "ran_here": float(ran == [dist.get_rank()]),
+            "returned_5": float(value == 5),
+            "returned_none": float(value is None),
         }
     )
 
 
-def _mismatch_case() -> dict[str, float]:
+def _mismatch_case() -> dict[str, list[float]]:
     x = torch.zeros(2, 3 + dist.get_rank())
     try:
         distributed.gather_with_grad(x)
     except ValueError as e:
         ok = "rank 0: torch.float32 (2, 3), rank 1: torch.float32 (2, 4)" in str(e)
-        return _max_over_ranks({"raised": 1.0, "message_ok": float(ok)})
-    return _max_over_ranks({"raised": 0.0, "message_ok": 0.0})
+        return _every_rank({"raised": 1.0, "message_ok": float(ok)})
+    return _every_rank({"raised": 0.0, "message_ok": 0.0})
 
 
-def _loss_cases(impl: str) -> dict[str, Callable[[], dict[str, float]]]:
+def _loss_cases(impl: str) -> dict[str, Callable[[], dict[str, list[float]]]]:
     return {
         "nt_xent/even": lambda: _ntxent_case([4, 4], impl),
         "nt_xent/uneven": lambda: _ntxent_case([3, 5], impl),
@@ -428,7 +432,7 @@ def _loss_cases(impl: str) -> dict[str, Callable[[], dict[str, float]]]:
 CASES = {
     f"{impl}/{name}": case for impl in IMPL_OPTIONS for name, case in _loss_cases(impl).items()
 }
-OTHER_CASES: dict[str, Callable[[], dict[str, float]]] = {
+OTHER_CASES: dict[str, Callable[[], dict[str, list[float]]]] = {
     "info_nce/none": lambda: _info_nce_none_case([3, 5]),
     "gather_gradient": _gather_gradient_case,
     "plain_gather_loss": _plain_gather_loss_case,
@@ -439,14 +443,13 @@ OTHER_CASES: dict[str, Callable[[], dict[str, float]]] = {
 }
 
 
-def _worker(rank: int, world: int, store: str, out: str) -> None:
+def _worker(rank: int, world: int, directory: str) -> None:
     torch.set_num_threads(1)
     # a file store, not a TCP port: a port picked free here can be taken by the other test
-    # worker's processes before rank 0 binds it. (A fresh-clone run once aborted rank 1 in this
-    # fixture; that race is the suspected cause, not a confirmed one.)
+    # worker's processes before rank 0 binds it
     dist.init_process_group(
         "gloo",
-        init_method=f"file://{store}",
+        init_method=f"file://{Path(directory, 'store')}",
         rank=rank,
         world_size=world,
         timeout=timedelta(seconds=60),
@@ -454,90 +457,94 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
     try:
         results = {name: case() for name, case in {**CASES, **OTHER_CASES}.items()}
         if rank == 0:
-            Path(out).write_text(json.dumps(results))
+            Path(directory, "results.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
 
 
 # --- W = 2 on gloo: the parent side ------------------------------------------------------------
 
+Results = dict[str, dict[str, list[float]]]
+
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+def spawned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory where the two processes left their results (rank 0 writes them)."""
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available in this build")
     directory = tmp_path_factory.mktemp("dist")
-    out, store = directory / "results.json", directory / "store"
-    mp.spawn(_worker, args=(WORLD, str(store), str(out)), nprocs=WORLD, join=True)
-    loaded: dict[str, dict[str, float]] = json.loads(out.read_text())
+    mp.spawn(_worker, args=(WORLD, str(directory)), nprocs=WORLD, join=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def results(spawned: Path) -> Results:
+    loaded: Results = json.loads((spawned / "results.json").read_text())
     return loaded
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gathered_loss_equals_one_process_on_the_concatenated_batch(
-    results: dict[str, dict[str, float]], case: str
+    results: Results, case: str
 ) -> None:
     got = results[case]
     tol = 2e-6 if "float32" in case else 1e-9
-    assert got["loss"] < tol, got
-    assert got["grad"] < tol, got
-    assert got["temperature"] < tol, got
-    # the comparison is not vacuous: every gradient is non-zero
-    assert got["grad_size"] > 1e-3 and got["temperature_grad_size"] > 1e-3, got
+    assert max(got["loss"]) < tol, got
+    assert max(got["grad"]) < tol, got
+    assert max(got["temperature"]) < tol, got
+    # the comparison is not vacuous: every gradient is non-zero, on every rank
+    assert min(got["grad_size"]) > 1e-3 and min(got["temperature_grad_size"]) > 1e-3, got
 
 
 @pytest.mark.distributed
-def test_gathered_info_nce_none_returns_the_local_rows(
-    results: dict[str, dict[str, float]],
-) -> None:
-    assert results["info_nce/none"]["shape_ok"] == 1.0
-    assert results["info_nce/none"]["loss"] < 1e-9
+def test_gathered_info_nce_none_returns_the_local_rows(results: Results) -> None:
+    assert results["info_nce/none"]["shape_ok"] == [1.0] * WORLD
+    assert max(results["info_nce/none"]["loss"]) < 1e-9
 
 
 @pytest.mark.distributed
-def test_gather_with_grad_sums_the_gradient_over_ranks(
-    results: dict[str, dict[str, float]],
-) -> None:
+def test_gather_with_grad_sums_the_gradient_over_ranks(results: Results) -> None:
     got = results["gather_gradient"]
-    assert got["forward"] == 0.0  # uneven sizes 2 and 3, rows in rank order
-    assert got["grad"] < 1e-12
-    assert got["ones_grad_exact"] == WORLD
+    assert got["forward"] == [0.0] * WORLD  # uneven sizes 2 and 3, rows in rank order
+    assert max(got["grad"]) < 1e-12
+    assert got["ones_grad_exact"] == [WORLD] * WORLD
 
 
 @pytest.mark.distributed
-def test_plain_all_gather_gradient_would_be_wrong(results: dict[str, dict[str, float]]) -> None:
+def test_plain_all_gather_gradient_would_be_wrong(results: Results) -> None:
     got = results["gather_gradient"]
     # a gather that only slices its gradient gives 1 where the exact gradient is W
-    assert got["ones_grad_slice_only"] * WORLD == got["ones_grad_exact"]
-    assert got["all_gather_has_graph"] == 0.0  # torch.distributed.all_gather: no gradient at all
-    # and it makes the loss-level comparison fail: same value, wrong gradient
+    assert got["ones_grad_slice_only"] == [1.0] * WORLD
+    assert got["all_gather_has_graph"] == [0.0] * WORLD  # torch's all_gather: no gradient at all
+    # and it makes the loss-level comparison fail: same value, wrong gradient on every rank
     plain = results["plain_gather_loss"]
-    assert plain["loss"] < 1e-9
-    assert plain["grad"] > 1e-3, plain
+    assert max(plain["loss"]) < 1e-9
+    assert min(plain["grad"]) > 1e-3, plain
 
 
 @pytest.mark.distributed
-def test_ddp_parameters_get_the_full_batch_gradient(results: dict[str, dict[str, float]]) -> None:
+def test_ddp_parameters_get_the_full_batch_gradient(results: Results) -> None:
     got = results["ddp"]
-    assert got["grad"] < 1e-9, got
-    assert got["temperature_grad_size"] > 1e-3, got
+    assert max(got["grad"]) < 1e-9, got
+    assert min(got["temperature_grad_size"]) > 1e-3, got
 
 
 @pytest.mark.distributed
-def test_local_batch_size_splits_or_says_why_not(results: dict[str, dict[str, float]]) -> None:
-    assert results["batch"] == {"local": 4.0, "raised": 1.0}
+def test_local_batch_size_splits_or_says_why_not(results: Results) -> None:
+    assert results["batch"] == {"local": [4.0, 4.0], "raised": [1.0, 1.0]}
 
 
 @pytest.mark.distributed
-def test_main_first_raises_rank_0_error_on_every_rank(results: dict[str, dict[str, float]]) -> None:
-    assert results["main_first"] == {
-        "raised_everywhere": 1.0,
-        "ran_elsewhere": 0.0,
-        "value_on_rank_1": 1.0,
+def test_main_first_raises_rank_0_error_on_every_rank(results: Results) -> None:
+    assert results["main_first"] == {  # per rank: [rank 0, rank 1]
+        "raised": [1.0, 1.0],  # the same error on both ranks
+        "ran_here": [1.0, 0.0],  # the work ran on rank 0 only
+        "returned_5": [1.0, 0.0],  # its value on rank 0, None elsewhere
+        "returned_none": [0.0, 1.0],
     }
 
 
 @pytest.mark.distributed
-def test_mismatched_shapes_raise_on_every_rank(results: dict[str, dict[str, float]]) -> None:
-    assert results["mismatch"] == {"message_ok": 1.0, "raised": 1.0}
+def test_mismatched_shapes_raise_on_every_rank(results: Results) -> None:
+    assert results["mismatch"] == {"message_ok": [1.0, 1.0], "raised": [1.0, 1.0]}
