@@ -443,6 +443,20 @@ OTHER_CASES: dict[str, Callable[[], dict[str, list[float]]]] = {
 }
 
 
+def _gloo_threads() -> list[str] | None:
+    """Names of this process's gloo threads, from Linux's /proc/self/task; None elsewhere."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # a thread that ended while we listed
+            continue
+    return sorted(name for name in names if "gloo" in name)
+
+
 def _worker(rank: int, world: int, directory: str) -> None:
     torch.set_num_threads(1)
     # a file store, not a TCP port: a port picked free here can be taken by the other test
@@ -456,10 +470,13 @@ def _worker(rank: int, world: int, directory: str) -> None:
     )
     try:
         results = {name: case() for name, case in {**CASES, **OTHER_CASES}.items()}
-        if rank == 0:
-            Path(directory, "results.json").write_text(json.dumps(results))
+        live = _gloo_threads()
     finally:
-        dist.destroy_process_group()
+        launch.shutdown()
+    threads = {"live": live, "after_shutdown": _gloo_threads()}
+    Path(directory, f"threads-{rank}.json").write_text(json.dumps(threads))
+    if rank == 0:
+        Path(directory, "results.json").write_text(json.dumps(results))
 
 
 # --- W = 2 on gloo: the parent side ------------------------------------------------------------
@@ -469,7 +486,7 @@ Results = dict[str, dict[str, list[float]]]
 
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The directory where the two processes left their results (rank 0 writes them)."""
+    """The directory where the two processes left their results (rank 0) and thread lists."""
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available in this build")
     directory = tmp_path_factory.mktemp("dist")
@@ -548,3 +565,19 @@ def test_main_first_raises_rank_0_error_on_every_rank(results: Results) -> None:
 @pytest.mark.distributed
 def test_mismatched_shapes_raise_on_every_rank(results: Results) -> None:
     assert results["mismatch"] == {"message_ok": [1.0, 1.0], "raised": [1.0, 1.0]}
+
+
+@pytest.mark.distributed
+def test_shutdown_frees_the_group_and_ends_its_threads(spawned: Path) -> None:
+    """After ``launch.shutdown()`` no gloo thread is left, though the processes used DDP.
+
+    A group that outlives it keeps gloo's worker threads running into interpreter shutdown,
+    where one that releases its last collective aborts the process ("terminate called without
+    an active exception"). DDP's constructor pinned the group that way (see distributed.py).
+    """
+    for rank in range(WORLD):
+        threads = json.loads((spawned / f"threads-{rank}.json").read_text())
+        if threads["live"] is None:
+            pytest.skip("threads are listed from /proc/self/task, which this system lacks")
+        assert threads["live"], threads  # the listing sees the group's threads while it is live
+        assert threads["after_shutdown"] == [], threads

@@ -26,6 +26,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+if dist.is_available():
+    # Imported before any process group exists, for one side effect: the collectives of
+    # torch.distributed.nn.functional take ``group=group.WORLD`` as a default argument, evaluated
+    # at import. DistributedDataParallel's constructor imports the module (via torch._dynamo); the
+    # defaults would then hold the live group, and destroy_process_group() could not free it. Its
+    # gloo worker threads would run on into interpreter shutdown, where one that releases its last
+    # collective (a tensor whose Python object needs the GIL) is ended by CPython inside a noexcept
+    # destructor: std::terminate, SIGABRT, "terminate called without an active exception".
+    import torch.distributed.nn.functional
+
 __all__ = [
     "all_gather",
     "all_reduce",

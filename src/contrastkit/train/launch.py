@@ -120,7 +120,12 @@ def init_from_env(
 
 
 def shutdown() -> None:
-    """Leave the process group if this process joined one (no-op otherwise)."""
+    """Leave the process group if this process joined one (no-op otherwise).
+
+    The group is freed here, and its backend's threads end, unless something still holds it (a
+    DistributedDataParallel model: drop it first); a group that outlives this call keeps threads
+    running into interpreter shutdown, which gloo can turn into an abort.
+    """
     if is_distributed():
         dist.destroy_process_group()
 
