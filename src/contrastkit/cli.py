@@ -139,6 +139,19 @@ def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     )
 
 
+def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import RetrievalConfig, from_dict
+    from contrastkit.train.evaluate import retrieval
+
+    cfg = from_dict(RetrievalConfig, given)
+    r = retrieval(cfg)
+    recall = ", ".join(f"R@{k} {100 * v:.2f} %" for k, v in r["recall_at_k"].items())
+    print(
+        f"retrieval ({r['split']} against train): P@1 {100 * r['precision_at_1']:.2f} %, "
+        f"{recall}, MAP@R {100 * r['map_at_r']:.2f} % → {cfg.run_dir}/retrieval.json"
+    )
+
+
 def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import EmbedConfig, from_dict
     from contrastkit.train.evaluate import embed
@@ -192,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         KnnConfig,
         PretrainConfig,
         ProbeConfig,
+        RetrievalConfig,
         RunConfig,
     )
 
@@ -209,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
             "linear classifier on frozen features → probe.json",
         ),
         ("knn", KnnConfig, _cmd_knn, "weighted kNN accuracy on frozen features → knn.json"),
+        (
+            "retrieval",
+            RetrievalConfig,
+            _cmd_retrieval,
+            "precision@1, recall@k, MAP@R of a split against the training split → retrieval.json",
+        ),
         ("embed", EmbedConfig, _cmd_embed, "backbone features of a split → .npz"),
         ("run", RunConfig, _cmd_run, "pretrain + evaluate every method, table and report"),
         ("report", _ReportConfig, _cmd_report, "rebuild report.html and plots from the run files"),

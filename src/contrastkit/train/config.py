@@ -54,6 +54,7 @@ __all__ = [
     "PretrainConfig",
     "ProbeConfig",
     "ProbeSettings",
+    "RetrievalConfig",
     "RunConfig",
     "comma_list",
     "from_dict",
@@ -213,6 +214,17 @@ class EmbedConfig(_Validated):
         "embeddings.npz",
         "output .npz with features (N, F) float32 and labels (N,) int64",
         rule=PATH,
+    )
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+
+@dataclass
+class RetrievalConfig(_Validated):
+    """Options of ``contrastkit retrieval``: a split's images retrieving the training split's."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    split: str = _f(
+        "test", "split whose images are the queries (train: each leaves itself out)", rule=SPLIT
     )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
 

@@ -17,17 +17,24 @@ from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
-from contrastkit.train.config import CUSTOM_DATA, EmbedConfig, KnnConfig, ProbeConfig
+from contrastkit.train.config import (
+    CUSTOM_DATA,
+    EmbedConfig,
+    KnnConfig,
+    ProbeConfig,
+    RetrievalConfig,
+)
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import train_linear_probe
+from contrastkit.train.retrieval import retrieval_metrics
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
 """Data to evaluate on instead of the run's: a registry name or a ``Dataset`` object."""
 
-Config = TypeVar("Config", ProbeConfig, KnnConfig, EmbedConfig)
+Config = TypeVar("Config", ProbeConfig, KnnConfig, EmbedConfig, RetrievalConfig)
 
 
 def _as_config(cls: type[Config], config: Config | str | Path) -> Config:
@@ -332,12 +339,13 @@ def knn_and_probe(
     train_data: DataArg = None,
     test_data: DataArg = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The final kNN and linear probe of a run from one feature extraction (``contrastkit run``).
+    """The final kNN, linear probe and retrieval of a run from one feature extraction (``run``).
 
-    Writes the same ``knn.json`` and ``probe.json`` as :func:`knn` and :func:`linear_probe`
-    called one after the other, with the train and test features computed once instead of
-    twice. ``knn.json``'s ``seconds`` then covers loading the encoder and data, the feature
-    extraction and the kNN; ``probe.json``'s covers the probe alone (it records
+    Writes the same ``knn.json``, ``probe.json`` and ``retrieval.json`` as :func:`knn`,
+    :func:`linear_probe` and :func:`retrieval` called one after the other, with the train and
+    test features computed once instead of three times. ``knn.json``'s ``seconds`` then covers
+    loading the encoder and data, the feature extraction and the kNN; ``probe.json``'s and
+    ``retrieval.json``'s cover the probe and the retrieval alone (they record
     ``"features_from": "knn"``), so their sum is the evaluation's wall time.
 
     Args:
@@ -361,7 +369,72 @@ def knn_and_probe(
     t1 = time.perf_counter()
     shared = {"features_from": "knn"}
     probe_out = _write_probe(path, run, probe, train, test, ftr, fte, t1, shared)
+    _write_retrieval(
+        path, run, "test", (ftr, train.labels), (fte, test.labels), time.perf_counter(), shared
+    )
     return knn_out, probe_out
+
+
+def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> dict[str, Any]:
+    """Retrieval metrics of a split against the training split; writes ``retrieval.json``.
+
+    The queries are the backbone features of ``config.split`` (default test), the reference
+    those of the training split, ranked by cosine similarity of the L2-normalised features
+    (:func:`~contrastkit.train.retrieval.retrieval_metrics`: precision@1, Recall@k as the
+    metric-learning literature defines it — a relevant reference among the k nearest — for k
+    in 1, 5, 10, and MAP@R). With ``split="train"`` each query leaves itself out.
+
+    Args:
+        config: A :class:`~contrastkit.train.config.RetrievalConfig`, or just the run
+            directory (the test split).
+        data: Override of the run's data set (a registry name or a ``Dataset``).
+
+    Returns:
+        The content of ``retrieval.json``: the metrics, ``split``, ``n_queries`` (those with
+        a relevant reference), ``lone_queries`` (left out: no reference has their label),
+        ``n_reference``, ``checkpoint_epoch``, ``checkpoint_finished`` and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    cfg = _as_config(RetrievalConfig, config)
+    run = load_encoder(cfg.run_dir, cfg.device)
+    reference = _labelled(_split(run, data, "train"), "the retrieval's reference")
+    ref = (_features(run, reference), reference.labels)
+    if cfg.split == "train":
+        queries = ref
+    else:
+        test = _labelled(_split(run, data, cfg.split), "the retrieval's queries")
+        queries = (_features(run, test), test.labels)
+    return _write_retrieval(Path(cfg.run_dir), run, cfg.split, ref, queries, t0)
+
+
+def _write_retrieval(
+    path: Path,
+    run: LoadedRun,
+    split: str,
+    reference: tuple[Tensor, Tensor],
+    queries: tuple[Tensor, Tensor],
+    t0: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Retrieval metrics of queries (N, F) against the reference (M, F); write ``retrieval.json``."""
+    m = retrieval_metrics(
+        queries[0], queries[1], reference[0], reference[1], exclude_self=split == "train"
+    )
+    out: dict[str, Any] = {
+        "precision_at_1": m.precision_at_1,
+        "recall_at_k": {str(k): v for k, v in m.recall_at_k.items()},
+        "map_at_r": m.map_at_r,
+        "split": split,
+        "n_queries": m.n_queries,
+        "lone_queries": m.lone_queries,
+        "n_reference": len(reference[1]),
+        "similarity": "cosine of L2-normalised backbone features",
+    }
+    out.update(extra or {})
+    out.update(run.checkpoint_state)
+    out["seconds"] = time.perf_counter() - t0
+    files.write_json(path / "retrieval.json", out)
+    return out
 
 
 def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
