@@ -152,6 +152,19 @@ def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     )
 
 
+def _cmd_export(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import ExportConfig, from_dict
+    from contrastkit.train.export import export
+
+    done = export(from_dict(ExportConfig, given))
+    c = done.contract
+    shape = "×".join(map(str, c["shape"]))
+    print(
+        f"wrote {done.path} ({c['format']}): input {c['input']!r} {c['dtype']} {shape} in "
+        f"{c['range']} → output {c['output']!r} (N×{c['features']})"
+    )
+
+
 def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import EmbedConfig, from_dict
     from contrastkit.train.evaluate import embed
@@ -202,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per function."""
     from contrastkit.train.config import (
         EmbedConfig,
+        ExportConfig,
         KnnConfig,
         PretrainConfig,
         ProbeConfig,
@@ -230,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
             "precision@1, recall@k, MAP@R of a split against the training split → retrieval.json",
         ),
         ("embed", EmbedConfig, _cmd_embed, "backbone features of a split → .npz"),
+        (
+            "export",
+            ExportConfig,
+            _cmd_export,
+            "frozen encoder with its input normalisation → ONNX or TorchScript file",
+        ),
         ("run", RunConfig, _cmd_run, "pretrain + evaluate every method, table and report"),
         ("report", _ReportConfig, _cmd_report, "rebuild report.html and plots from the run files"),
     ]

@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from contrastkit.errors import ContrastkitError
@@ -29,6 +30,7 @@ from contrastkit.train.rules import (
     CUSTOM_DATA,
     DATA,
     DEVICE,
+    EXPORT_FORMAT,
     METHOD,
     METHODS_LIST,
     MODEL,
@@ -49,6 +51,7 @@ from contrastkit.train.rules import (
 __all__ = [
     "CUSTOM_DATA",
     "EmbedConfig",
+    "ExportConfig",
     "KnnConfig",
     "Option",
     "PretrainConfig",
@@ -227,6 +230,26 @@ class RetrievalConfig(_Validated):
         "test", "split whose images are the queries (train: each leaves itself out)", rule=SPLIT
     )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+
+@dataclass
+class ExportConfig(_Validated):
+    """Options of ``contrastkit export``: the frozen encoder with its normalisation, for serving."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    format: str = _f("onnx", "onnx or torchscript", rule=EXPORT_FORMAT)
+    out: str | None = _f(
+        None,
+        "file to write (default RUN_DIR/encoder.onnx, or encoder.pt for torchscript)",
+        rule=PATH,
+    )
+
+    @property
+    def path(self) -> str:
+        """The file to write: ``out``, or the default for the format in the run directory."""
+        if self.out is not None:
+            return self.out
+        return str(Path(self.run_dir) / ("encoder.onnx" if self.format == "onnx" else "encoder.pt"))
 
 
 @dataclass
