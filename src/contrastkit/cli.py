@@ -43,22 +43,23 @@ def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if o.name in POSITIONAL:
             parser.add_argument(o.name, help=help_text)
             continue
-        flag = "--" + o.name.replace("_", "-")
+        flags = ["--" + o.name.replace("_", "-")]
+        flags += [o.field.metadata["short"]] if "short" in o.field.metadata else []
         t = _field_type(o.hint)
         if t is bool:
             parser.add_argument(
-                flag,
+                *flags,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
         else:
             parser.add_argument(
-                flag, type=t, default=argparse.SUPPRESS, metavar=o.name.upper(), help=help_text
+                *flags, type=t, default=argparse.SUPPRESS, metavar=o.name.upper(), help=help_text
             )
 
 
-_NOT_OPTIONS = ("command", "config", "func", "resume")
+_NOT_OPTIONS = ("command", "config", "func", "resume", "images")
 
 
 def _options(ns: argparse.Namespace) -> dict[str, Any]:
@@ -165,6 +166,29 @@ def _cmd_export(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     )
 
 
+def _cmd_index(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train import files
+    from contrastkit.train.config import IndexConfig, from_dict
+    from contrastkit.train.search import INDEX_INFO, build_index
+
+    out = build_index(from_dict(IndexConfig, given))
+    i = files.read_json(out / INDEX_INFO) or {}
+    print(f"wrote {out}: {i['size']} training images × {i['dim']} features, {i['kind']}")
+
+
+def _cmd_search(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import SearchConfig, from_dict
+    from contrastkit.train.search import search
+
+    cfg = from_dict(SearchConfig, given)
+    found = search(cfg, ns.images)
+    for image, row in zip(ns.images, found, strict=True):
+        print(image)
+        for n in row:
+            print(f"  id {n.id:>6}  label {n.label:>3}  similarity {n.similarity:.4f}")
+    print(f"grid: {cfg.out}")
+
+
 def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import EmbedConfig, from_dict
     from contrastkit.train.evaluate import embed
@@ -216,11 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     from contrastkit.train.config import (
         EmbedConfig,
         ExportConfig,
+        IndexConfig,
         KnnConfig,
         PretrainConfig,
         ProbeConfig,
         RetrievalConfig,
         RunConfig,
+        SearchConfig,
     )
 
     parser = _Parser(
@@ -250,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
             _cmd_export,
             "frozen encoder with its input normalisation → ONNX or TorchScript file",
         ),
+        ("index", IndexConfig, _cmd_index, "faiss index of the training features → DIR"),
+        ("search", SearchConfig, _cmd_search, "nearest training images of image files (+ PNG)"),
         ("run", RunConfig, _cmd_run, "pretrain + evaluate every method, table and report"),
         ("report", _ReportConfig, _cmd_report, "rebuild report.html and plots from the run files"),
     ]
@@ -264,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "equal them, but for --device and --quiet"
                 + ("; --method may add methods)" if name == "run" else ")"),
             )
+        if name == "search":
+            p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to look up")
         if name != "report":
             p.add_argument(
                 "--config", metavar="FILE.yaml", help="options from a YAML file (flags override)"

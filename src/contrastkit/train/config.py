@@ -52,6 +52,7 @@ __all__ = [
     "CUSTOM_DATA",
     "EmbedConfig",
     "ExportConfig",
+    "IndexConfig",
     "KnnConfig",
     "Option",
     "PretrainConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "ProbeSettings",
     "RetrievalConfig",
     "RunConfig",
+    "SearchConfig",
     "comma_list",
     "from_dict",
     "load_yaml",
@@ -250,6 +252,39 @@ class ExportConfig(_Validated):
         if self.out is not None:
             return self.out
         return str(Path(self.run_dir) / ("encoder.onnx" if self.format == "onnx" else "encoder.pt"))
+
+
+@dataclass
+class IndexConfig(_Validated):
+    """Options of ``contrastkit index``: a faiss index of the run's training features."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    out: str | None = _f(None, "index directory (default RUN_DIR/index)", rule=PATH)
+    approximate: bool = _f(
+        False, "approximate HNSW index (faster on large sets) instead of the exact flat one"
+    )
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+    @property
+    def directory(self) -> str:
+        """The index directory: ``out``, or ``RUN_DIR/index``."""
+        return self.out if self.out is not None else str(Path(self.run_dir) / "index")
+
+
+@dataclass
+class SearchConfig(_Validated):
+    """Options of ``contrastkit search``: the nearest training images of image files."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    k: int = _f(5, "neighbours per image", rule=AT_LEAST_ONE, short="-k")
+    index: str | None = _f(None, "index directory (default RUN_DIR/index)", rule=PATH)
+    out: str = _f("search.png", "PNG grid of each query and its neighbours", rule=PATH)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+    @property
+    def directory(self) -> str:
+        """The index directory: ``index``, or ``RUN_DIR/index``."""
+        return self.index if self.index is not None else str(Path(self.run_dir) / "index")
 
 
 @dataclass
