@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--resume",
                 action="store_true",
                 help="continue the run in --out with its saved options (options given must "
-                "equal them, but for --device and --quiet"
+                "equal them, but for --device, --quiet and --tensorboard"
                 + ("; --method may add methods)" if name == "run" else ")"),
             )
         if name == "search":

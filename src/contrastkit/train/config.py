@@ -172,7 +172,12 @@ class PretrainConfig(_Validated):
         run_help="directory of the whole run, one sub-directory per method "
         "(default runs/<data>-<timestamp>)",
     )
-    quiet: bool = _f(False, "no progress bars")
+    quiet: bool = _f(False, "no progress bars (and no epoch lines when stderr is not a terminal)")
+    tensorboard: bool = _f(
+        False,
+        "also log loss, lr, kNN accuracy and images/s to RUN/tensorboard (torch.utils.tensorboard;"
+        " metrics.jsonl stays the record)",
+    )
 
 
 @dataclass
@@ -454,6 +459,7 @@ def validate(config: Any) -> None:
     if isinstance(config, PretrainConfig):
         _check_views([config.method], config.views)
         _check_split(config)
+        _check_tensorboard(config.tensorboard)
 
 
 def _check_views(methods: list[str], views: int) -> None:
@@ -461,6 +467,15 @@ def _check_views(methods: list[str], views: int) -> None:
         raise ContrastkitError(
             f"{spelling('views')} must be >= 2 for simclr (its positive pair is two views of "
             f"an image), got {views}"
+        )
+
+
+def _check_tensorboard(wanted: bool) -> None:
+    import importlib.util
+
+    if wanted and importlib.util.find_spec("tensorboard") is None:
+        raise ContrastkitError(
+            f"{spelling('tensorboard')} needs the tensorboard package: pip install tensorboard"
         )
 
 
