@@ -196,3 +196,15 @@ def test_baselines_that_show_the_same_numbers_are_listed_once(three_seeds, tmp_p
     runs = ", ".join(map(str, three_seeds))
     assert f"| raw pixels: logistic regression ({runs}) |" in table
     assert f"| raw pixels: kNN (k=5) ({other}) |" in table
+
+
+def test_report_shows_each_methods_configuration_and_the_retrieval(three_seeds):
+    page = (three_seeds[0] / "report.html").read_text()
+    sections = page.split("<h2>Configuration (")[1:]
+    assert [s.split(")")[0] for s in sections] == ["simclr", "ce"]
+    for section, method in zip(sections, ["simclr", "ce"], strict=True):
+        assert f"method: {method}" in section.split("</pre>")[0]
+    found = _read(three_seeds[0] / "ce", "retrieval.json")
+    assert "<h2>Retrieval (against the training images)</h2>" in page
+    cells = f"<td>ce</td><td>test ({found['n_queries']})</td><td>{100 * found['precision_at_1']:.1f}</td>"
+    assert cells in page

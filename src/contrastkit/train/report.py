@@ -130,6 +130,27 @@ def _md_table_html(table: str) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
+def _retrieval_html(runs: list[Path], rows: list[dict[str, Any]]) -> list[str]:
+    """A table of each method's ``retrieval.json`` (P@1, Recall@k, MAP@R), if any has one."""
+    found = [
+        (row["method"], files.read_json(run / RETRIEVAL))
+        for run, row in zip(runs, rows, strict=True)
+    ]
+    found = [(m, r) for m, r in found if r]
+    if not found:
+        return []
+    ks = list(found[0][1]["recall_at_k"])
+    head = "| method | queries | P@1 % | " + " | ".join(f"R@{k} %" for k in ks) + " | MAP@R % |"
+    lines = [head, "|---" * (4 + len(ks)) + "|"]
+    for method, r in found:
+        recall = " | ".join(_pct(r["recall_at_k"].get(k)) for k in ks)
+        lines.append(
+            f"| {method} | {r['split']} ({r['n_queries']}) | {_pct(r['precision_at_1'])} | "
+            f"{recall} | {_pct(r['map_at_r'])} |"
+        )
+    return ["<h2>Retrieval (against the training images)</h2>", _md_table_html("\n".join(lines))]
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Re-draw every plot and write ``report.html`` (images embedded, opens offline).
 
@@ -161,7 +182,6 @@ def build_report(run_dir: str | Path) -> Path:
         (root / "plots").mkdir(exist_ok=True)
     overview = root / "plots" / "knn_all.png"
     plots.plot_knn(curves, overview)
-    cfg_text = (runs[0] / rundir.CONFIG).read_text()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>contrastkit report</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
@@ -172,15 +192,20 @@ def build_report(run_dir: str | Path) -> Path:
         _md_table_html(table),
         "<p>kNN: weighted cosine kNN on frozen backbone features; linear probe: a linear "
         "classifier on frozen features extracted once without augmentation. Raw-pixel "
-        "baselines use the same split.</p>",
+        "baselines use the same split. P@1 and MAP@R: the test images retrieving the "
+        "training images by cosine similarity (precision@1, MAP@R of Musgrave et al. 2020).</p>",
+        *_retrieval_html(runs, rows),
         _img(overview, root),
     ]
     for method, pngs in figures:
         parts.append(f"<h2>{html.escape(method)}</h2>")
         parts += [_img(f, root) for f in pngs]
-    parts.append(
-        f"<h2>Configuration ({html.escape(runs[0].name)})</h2><pre>{html.escape(cfg_text)}</pre>"
-    )
+    for run, row in zip(runs, rows, strict=True):  # each method trained with its own options
+        cfg_text = (run / rundir.CONFIG).read_text()
+        parts.append(
+            f"<h2>Configuration ({html.escape(row['method'])})</h2>"
+            f"<pre>{html.escape(cfg_text)}</pre>"
+        )
     parts.append("</body></html>")
     out = root / "report.html"
     files.write_atomic(out, "\n".join(parts))
