@@ -125,8 +125,15 @@ def _cmd_probe(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     r = linear_probe(cfg)
     print(
         f"linear probe: train {100 * r['train_acc']:.2f} %, test {100 * r['test_acc']:.2f} % "
-        f"→ {cfg.run_dir}/probe.json"
+        f"→ {_written(cfg.run_dir, 'probe.json', cfg.data)}"
     )
+
+
+def _written(run_dir: str, name: str, data: str | None) -> str:
+    """The evaluation's file: ``RUN/name``, or its transfer's ``RUN/name-<data>.json``."""
+    from contrastkit.train.evaluate import Transfer
+
+    return f"{run_dir}/{Transfer(data, []).file(name) if data else name}"
 
 
 def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
@@ -136,7 +143,8 @@ def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     cfg = from_dict(KnnConfig, given)
     r = knn(cfg)
     print(
-        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % → {cfg.run_dir}/knn.json"
+        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % "
+        f"→ {_written(cfg.run_dir, 'knn.json', cfg.data)}"
     )
 
 
@@ -149,7 +157,8 @@ def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     recall = ", ".join(f"R@{k} {100 * v:.2f} %" for k, v in r["recall_at_k"].items())
     print(
         f"retrieval ({r['split']} against train): P@1 {100 * r['precision_at_1']:.2f} %, "
-        f"{recall}, MAP@R {100 * r['map_at_r']:.2f} % → {cfg.run_dir}/retrieval.json"
+        f"{recall}, MAP@R {100 * r['map_at_r']:.2f} % "
+        f"→ {_written(cfg.run_dir, 'retrieval.json', cfg.data)}"
     )
 
 

@@ -112,3 +112,54 @@ def test_knn_and_probe_also_writes_the_retrieval(ce_run):
     assert shared["features_from"] == "knn" and "features_from" not in alone
     for key in ["precision_at_1", "recall_at_k", "map_at_r", "n_queries", "n_reference"]:
         assert shared[key] == alone[key], key
+
+
+def _rgb_folder(root, size=16):
+    """A folder data set of RGB images (train/ and test/, two classes), unlike the digits."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 6)):
+        for c, name in enumerate(["dark", "light"]):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                level = 40 + 150 * c + rng.integers(0, 40, (size, size, 3))
+                Image.fromarray(level.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return f"folder:{root}"
+
+
+def test_transfer_to_another_data_set_is_adapted_recorded_and_kept_apart(ce_run, tmp_path):
+    from contrastkit.data import resolve_dataset
+    from contrastkit.data.adapt import adapt_images
+    from contrastkit.data.tensor_dataset import ImageTensorDataset
+    from contrastkit.train.config import RetrievalConfig
+    from contrastkit.train.evaluate import retrieval
+
+    other = _rgb_folder(tmp_path / "rgb")
+    own = (ce_run / "knn.json").read_text() if (ce_run / "knn.json").exists() else None
+    got = knn(KnnConfig(run_dir=str(ce_run), data=other, k=3, device="cpu"))
+    adaptation = ["colour → grey (BT.601 luma)", "resized 16×16 → 8×8 (bilinear)"]
+    assert got["transfer"] == {"data": other, "adaptation": adaptation}
+    assert (got["n_train"], got["n_test"]) == (24, 12)
+    written = [p.name for p in ce_run.glob("knn-folder*.json")]
+    assert len(written) == 1 and json.loads((ce_run / written[0]).read_text()) == got
+    if own is not None:
+        assert (ce_run / "knn.json").read_text() == own  # the run's own result stays
+    # the same numbers as the adapted images given as Dataset objects
+    adapted = {}
+    for split in ("train", "test"):
+        ds = resolve_dataset(other, split)
+        adapted[split] = ImageTensorDataset(adapt_images(ds.images, 1, 8)[0], ds.labels)
+    alone = knn(
+        KnnConfig(run_dir=str(ce_run), k=3, device="cpu"),
+        train_data=adapted["train"],
+        test_data=adapted["test"],
+    )
+    assert got["test_acc"] == alone["test_acc"]
+    probe = linear_probe(ProbeConfig(run_dir=str(ce_run), data=other, epochs=2, device="cpu"))
+    assert probe["classes"] == ["dark", "light"] and "head_test_acc" not in probe
+    assert probe["transfer"]["adaptation"] == adaptation
+    found = retrieval(RetrievalConfig(run_dir=str(ce_run), data=other, device="cpu"))
+    assert found["n_reference"] == 24 and found["transfer"]["data"] == other
+    with pytest.raises(ContrastkitError, match="either as data="):
+        knn(KnnConfig(run_dir=str(ce_run), data=other), train_data=adapted["train"])

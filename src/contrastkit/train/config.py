@@ -74,6 +74,16 @@ def _f(default: Any, help: str, rule: Rule | None = None, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, "rule": rule, **meta})
 
 
+def _transfer_data() -> Any:
+    """The ``data`` option of an evaluation: another data set than the run's (transfer)."""
+    return _f(
+        None,
+        "evaluate on this other data set (transfer: its images adapted to the run's channels "
+        "and size; written to NAME-<data>.json)",
+        rule=DATA,
+    )
+
+
 class _Validated:
     """A config that checks every field (type and rule) when it is built or replaced."""
 
@@ -195,6 +205,8 @@ class ProbeConfig(ProbeSettings):
     """Options of ``contrastkit linear-probe``: a linear classifier on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    data: str | None = _transfer_data()
+    data_root: str | None = _f(None, "directory of the other data set's files (its default)")
     seed: int = _f(0, "random seed of the probe", rule=SEED)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     quiet: bool = _f(False, "no progress bars")
@@ -205,6 +217,8 @@ class KnnConfig(_Validated):
     """Options of ``contrastkit knn``: weighted cosine kNN on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    data: str | None = _transfer_data()
+    data_root: str | None = _f(None, "directory of the other data set's files (its default)")
     k: int | None = _f(None, "neighbours (default: the run's knn_k)", rule=AT_LEAST_ONE)
     t: float | None = _f(
         None,
@@ -236,6 +250,9 @@ class RetrievalConfig(_Validated):
     split: str = _f(
         "test", "split whose images are the queries (train: each leaves itself out)", rule=SPLIT
     )
+    data: str | None = _transfer_data()
+    data_root: str | None = _f(None, "directory of the other data set's files (its default)")
+
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
 
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
+from contrastkit.data.adapt import adapt_images
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
@@ -30,6 +31,8 @@ from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import train_linear_probe
 from contrastkit.train.retrieval import retrieval_metrics
+
+RETRIEVAL_FILE = "retrieval.json"
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
 """Data to evaluate on instead of the run's: a registry name or a ``Dataset`` object."""
@@ -168,6 +171,67 @@ def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
     return ds
 
 
+@dataclass
+class Transfer:
+    """Another data set than the run's, its images adapted to the run's encoder input.
+
+    Attributes:
+        data: Its name.
+        adaptation: What was changed to fit the encoder (channels, size); empty if nothing.
+    """
+
+    data: str
+    adaptation: list[str]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What the evaluation's JSON records of it."""
+        return {"transfer": {"data": self.data, "adaptation": self.adaptation}}
+
+    def file(self, name: str) -> str:
+        """The JSON of this transfer: ``probe.json`` → ``probe-fashion-mnist.json``."""
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.data)
+        stem, suffix = name.rsplit(".", 1)
+        return f"{stem}-{slug}.{suffix}"
+
+
+def _other_split(
+    run: LoadedRun, name: str, root: str | None, split: str
+) -> tuple[ImageTensorDataset, Transfer]:
+    """Split ``split`` of data set ``name``, adapted to the run's channels and image size."""
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise ContrastkitError(
+            f"data set {name!r} has no split {split!r}; choose one of {', '.join(info.splits)}"
+        )
+    ds = resolve_dataset(name, split, root=root, download=False)
+    images, notes = adapt_images(ds.images, run.shape.channels, run.shape.size)
+    adapted = ImageTensorDataset(images, ds.labels, ds.classes, f"{ds.name} (adapted)")
+    return adapted, Transfer(name, notes)
+
+
+def _eval_splits(
+    run: LoadedRun,
+    cfg: ProbeConfig | KnnConfig,
+    train_data: DataArg,
+    test_data: DataArg,
+    what: str,
+) -> tuple[ImageTensorDataset, ImageTensorDataset, Transfer | None]:
+    """The labelled train and test splits an evaluation uses: the run's, given, or ``cfg.data``'s."""
+    if cfg.data is None:
+        train = _labelled(_split(run, train_data, "train"), f"{what}'s training data")
+        test = _labelled(_split(run, test_data or train_data, "test"), f"{what}'s test data")
+        return train, test, None
+    if train_data is not None or test_data is not None:
+        raise ContrastkitError(
+            f"give the other data set either as data={cfg.data!r} or as train_data=/test_data=, "
+            "not both"
+        )
+    train, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
+    test, _ = _other_split(run, cfg.data, cfg.data_root, "test")
+    return _labelled(train, what), _labelled(test, what), transfer
+
+
 def linear_probe(
     config: ProbeConfig | str | Path,
     *,
@@ -184,6 +248,11 @@ def linear_probe(
         train_data: Override of the training data: a registry name or a ``Dataset``.
         test_data: Override of the test data.
 
+    With ``config.data`` (another data set: transfer) its train and test splits are adapted
+    to the run's channels and size (:func:`~contrastkit.data.adapt.adapt_images`), the
+    result goes to ``probe-<data>.json`` with a ``transfer`` entry (the data set and the
+    adaptation made), and the run's own ``probe.json`` and embeddings stay as they are.
+
     Returns:
         The content of ``probe.json``: train/test accuracy, confusion matrix, settings,
         ``checkpoint_epoch`` and ``checkpoint_finished`` (the weights' epoch and whether it was
@@ -193,10 +262,9 @@ def linear_probe(
     t0 = time.perf_counter()
     cfg = _as_config(ProbeConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    train = _labelled(_split(run, train_data, "train"), "the probe's training data")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the probe's test data")
+    train, test, transfer = _eval_splits(run, cfg, train_data, test_data, "the probe")
     ftr, fte = _features(run, train), _features(run, test)
-    return _write_probe(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
+    return _write_probe(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0, transfer=transfer)
 
 
 def _write_probe(
@@ -209,21 +277,31 @@ def _write_probe(
     fte: Tensor,
     t0: float,
     extra: dict[str, Any] | None = None,
+    transfer: Transfer | None = None,
 ) -> dict[str, Any]:
-    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings."""
+    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings.
+
+    A transfer writes ``probe-<data>.json`` and no embeddings, and has no CE-head accuracy.
+    """
+    own = max(run.shape.num_classes, int(train.labels.max()) + 1) if transfer is None else 0
+    num_classes = max(own, int(train.labels.max()) + 1, int(test.labels.max()) + 1)
     result = train_linear_probe(
         ftr,
         train.labels,
         fte,
         test.labels,
-        num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
+        num_classes=num_classes,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
     )
-    k = max(run.shape.num_classes, int(test.labels.max()) + 1)
+    k = (
+        num_classes
+        if transfer is not None
+        else max(run.shape.num_classes, int(test.labels.max()) + 1)
+    )
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (test.labels.numpy(), result.test_pred.numpy()), 1)
     out = {
@@ -235,16 +313,18 @@ def _write_probe(
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size,
-        "classes": run.shape.classes,
+        "classes": run.shape.classes if transfer is None else test.classes,
         "confusion": confusion.tolist(),
     }
-    if run.config["method"] == "ce":
+    if run.config["method"] == "ce" and transfer is None:
         out["head_test_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
     out.update(extra or {})
+    out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "probe.json", out)
-    _write_npz(path / "embeddings_test.npz", fte, test.labels)
+    files.write_json(path / (transfer.file("probe.json") if transfer else "probe.json"), out)
+    if transfer is None:
+        _write_npz(path / "embeddings_test.npz", fte, test.labels)
     return out
 
 
@@ -277,7 +357,8 @@ def knn(
 
     ``config`` is a :class:`~contrastkit.train.config.KnnConfig` or just the run directory
     (the run's own k and t); ``train_data`` and ``test_data`` override the bank and the queries
-    (a registry name or a ``Dataset``).
+    (a registry name or a ``Dataset``). ``config.data`` evaluates on another data set as
+    :func:`linear_probe` does, into ``knn-<data>.json``.
 
     ``knn.json`` holds the accuracy, the k used (at most the bank's size: a larger one warns),
     t, the split sizes, ``checkpoint_epoch``, ``checkpoint_finished`` (see
@@ -286,10 +367,9 @@ def knn(
     t0 = time.perf_counter()
     cfg = _as_config(KnnConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    train = _labelled(_split(run, train_data, "train"), "the kNN bank")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
+    train, test, transfer = _eval_splits(run, cfg, train_data, test_data, "the kNN")
     ftr, fte = _features(run, train), _features(run, test)
-    return _write_knn(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
+    return _write_knn(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0, transfer)
 
 
 def _knn_settings(run: LoadedRun, cfg: KnnConfig) -> tuple[int, float]:
@@ -308,10 +388,12 @@ def _write_knn(
     ftr: Tensor,
     fte: Tensor,
     t0: float,
+    transfer: Transfer | None = None,
 ) -> dict[str, Any]:
     """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``.
 
-    ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`).
+    ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`); a transfer
+    writes ``knn-<data>.json``.
     """
     k, t = _knn_settings(run, cfg)
     k = neighbours(k, len(train), "kNN")
@@ -325,9 +407,10 @@ def _write_knn(
         t=t,
     )
     out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
+    out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "knn.json", out)
+    files.write_json(path / (transfer.file("knn.json") if transfer else "knn.json"), out)
     return out
 
 
@@ -388,6 +471,8 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
         config: A :class:`~contrastkit.train.config.RetrievalConfig`, or just the run
             directory (the test split).
         data: Override of the run's data set (a registry name or a ``Dataset``).
+            ``config.data`` instead evaluates on another data set as :func:`linear_probe`
+            does, into ``retrieval-<data>.json``.
 
     Returns:
         The content of ``retrieval.json``: the metrics, ``split``, ``n_queries`` (those with
@@ -397,14 +482,31 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
     t0 = time.perf_counter()
     cfg = _as_config(RetrievalConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    reference = _labelled(_split(run, data, "train"), "the retrieval's reference")
+    transfer = None
+    if cfg.data is not None:
+        if data is not None:
+            raise ContrastkitError(
+                f"give the other data set either as data={cfg.data!r} in the config or as "
+                "data=, not both"
+            )
+        reference, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
+    else:
+        reference = _split(run, data, "train")
+    reference = _labelled(reference, "the retrieval's reference")
     ref = (_features(run, reference), reference.labels)
     if cfg.split == "train":
         queries = ref
     else:
-        test = _labelled(_split(run, data, cfg.split), "the retrieval's queries")
+        test = (
+            _other_split(run, cfg.data, cfg.data_root, cfg.split)[0]
+            if cfg.data is not None
+            else _split(run, data, cfg.split)
+        )
+        test = _labelled(test, "the retrieval's queries")
         queries = (_features(run, test), test.labels)
-    return _write_retrieval(Path(cfg.run_dir), run, cfg.split, ref, queries, t0)
+    extra = transfer.record if transfer else None
+    name = transfer.file(RETRIEVAL_FILE) if transfer else RETRIEVAL_FILE
+    return _write_retrieval(Path(cfg.run_dir), run, cfg.split, ref, queries, t0, extra, name)
 
 
 def _write_retrieval(
@@ -415,8 +517,9 @@ def _write_retrieval(
     queries: tuple[Tensor, Tensor],
     t0: float,
     extra: dict[str, Any] | None = None,
+    name: str = "retrieval.json",
 ) -> dict[str, Any]:
-    """Retrieval metrics of queries (N, F) against the reference (M, F); write ``retrieval.json``."""
+    """Retrieval metrics of queries (N, F) against the reference (M, F); write ``name``."""
     m = retrieval_metrics(
         queries[0], queries[1], reference[0], reference[1], exclude_self=split == "train"
     )
@@ -433,7 +536,7 @@ def _write_retrieval(
     out.update(extra or {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "retrieval.json", out)
+    files.write_json(path / name, out)
     return out
 
 
