@@ -39,3 +39,23 @@ def test_encoders_benchmark_counts_multiply_adds_of_both_small_cnns():
     assert rows[0]["parameters"] - rows[1]["parameters"] == 9 * 32 * 32 + 2 * 32  # conv + BN
     assert rows[0]["step_speedup"] == 1.0 and rows[1]["step_s"] > 0
     assert "| small_cnn_s2 | 21.7M | 277,600 |" in out
+
+
+def test_embeddings_benchmark_finds_the_same_neighbours_with_faiss_and_torch():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    args = ["--bank", "3000", "--queries", "10", "--queries-metric", "200", "--threads", "1"]
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "embeddings.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    search = {row["method"]: row for row in rows if row["part"] == "search"}
+    assert set(search) == {"faiss-flat", "torch-brute", "faiss-hnsw"}
+    assert search["torch-brute"]["same_neighbours_as_flat"] == 1.0  # exact is exact
+    (metric,) = [row for row in rows if row["part"] == "retrieval"]
+    assert metric["queries"] == 200 and 0 <= metric["map_at_r"] <= 1
+    assert "| faiss-flat | 3,000 × 128 | 5 |" in r.stdout

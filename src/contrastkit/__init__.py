@@ -2,9 +2,9 @@
 
 The loss core lives in :mod:`contrastkit.losses`; the training system in
 :mod:`contrastkit.train`. The commands' functions (``pretrain``, ``run``, ``resume``,
-``linear_probe``, ``knn``, ``embed``, ``report``, ``seed_summary``) and their typed configs
-(``PretrainConfig``, ``RunConfig``, ``ProbeConfig``, ``KnnConfig``, ``EmbedConfig``) are
-importable from here, loaded on first use, so ``import contrastkit`` stays fast::
+``linear_probe``, ``knn``, ``retrieval``, ``embed``, ``report``, ``seed_summary``) and their
+typed configs (``PretrainConfig``, ``RunConfig``, ``ProbeConfig``, ``KnnConfig``,
+``RetrievalConfig``, ``EmbedConfig``) are importable from here, loaded on first use, so ``import contrastkit`` stays fast::
 
     import contrastkit as ck
 
@@ -23,6 +23,7 @@ _LAZY = {
     "linear_probe": "contrastkit.train.evaluate",
     "knn": "contrastkit.train.evaluate",
     "embed": "contrastkit.train.evaluate",
+    "retrieval": "contrastkit.train.evaluate",
     "run": "contrastkit.train.run",
     "resume": "contrastkit.train.resume",
     "report": ("contrastkit.train.report", "build_report"),
@@ -33,6 +34,7 @@ _LAZY = {
     "ProbeSettings": "contrastkit.train.config",
     "KnnConfig": "contrastkit.train.config",
     "EmbedConfig": "contrastkit.train.config",
+    "RetrievalConfig": "contrastkit.train.config",
     "PretrainResult": "contrastkit.train.pretrain",
     "RunResult": "contrastkit.train.run",
     "ContrastkitError": "contrastkit.errors",
@@ -48,6 +50,7 @@ __all__ = [
     "PretrainResult",
     "ProbeConfig",
     "ProbeSettings",
+    "RetrievalConfig",
     "RunConfig",
     "RunResult",
     "__version__",
@@ -57,6 +60,7 @@ __all__ = [
     "pretrain",
     "report",
     "resume",
+    "retrieval",
     "run",
     "seed_summary",
 ]

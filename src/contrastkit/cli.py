@@ -43,22 +43,23 @@ def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if o.name in POSITIONAL:
             parser.add_argument(o.name, help=help_text)
             continue
-        flag = "--" + o.name.replace("_", "-")
+        flags = ["--" + o.name.replace("_", "-")]
+        flags += [o.field.metadata["short"]] if "short" in o.field.metadata else []
         t = _field_type(o.hint)
         if t is bool:
             parser.add_argument(
-                flag,
+                *flags,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
         else:
             parser.add_argument(
-                flag, type=t, default=argparse.SUPPRESS, metavar=o.name.upper(), help=help_text
+                *flags, type=t, default=argparse.SUPPRESS, metavar=o.name.upper(), help=help_text
             )
 
 
-_NOT_OPTIONS = ("command", "config", "func", "resume")
+_NOT_OPTIONS = ("command", "config", "func", "resume", "images")
 
 
 def _options(ns: argparse.Namespace) -> dict[str, Any]:
@@ -124,8 +125,15 @@ def _cmd_probe(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     r = linear_probe(cfg)
     print(
         f"linear probe: train {100 * r['train_acc']:.2f} %, test {100 * r['test_acc']:.2f} % "
-        f"→ {cfg.run_dir}/probe.json"
+        f"→ {_written(cfg.run_dir, 'probe.json', cfg.data)}"
     )
+
+
+def _written(run_dir: str, name: str, data: str | None) -> str:
+    """The evaluation's file: ``RUN/name``, or its transfer's ``RUN/name-<data>.json``."""
+    from contrastkit.train.evaluate import Transfer
+
+    return f"{run_dir}/{Transfer(data, []).file(name) if data else name}"
 
 
 def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
@@ -135,8 +143,59 @@ def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     cfg = from_dict(KnnConfig, given)
     r = knn(cfg)
     print(
-        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % → {cfg.run_dir}/knn.json"
+        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % "
+        f"→ {_written(cfg.run_dir, 'knn.json', cfg.data)}"
     )
+
+
+def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import RetrievalConfig, from_dict
+    from contrastkit.train.evaluate import retrieval
+
+    cfg = from_dict(RetrievalConfig, given)
+    r = retrieval(cfg)
+    recall = ", ".join(f"R@{k} {100 * v:.2f} %" for k, v in r["recall_at_k"].items())
+    print(
+        f"retrieval ({r['split']} against train): P@1 {100 * r['precision_at_1']:.2f} %, "
+        f"{recall}, MAP@R {100 * r['map_at_r']:.2f} % "
+        f"→ {_written(cfg.run_dir, 'retrieval.json', cfg.data)}"
+    )
+
+
+def _cmd_export(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import ExportConfig, from_dict
+    from contrastkit.train.export import export
+
+    done = export(from_dict(ExportConfig, given))
+    c = done.contract
+    shape = "×".join(map(str, c["shape"]))
+    print(
+        f"wrote {done.path} ({c['format']}): input {c['input']!r} {c['dtype']} {shape} in "
+        f"{c['range']} → output {c['output']!r} (N×{c['features']})"
+    )
+
+
+def _cmd_index(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train import files
+    from contrastkit.train.config import IndexConfig, from_dict
+    from contrastkit.train.search import INDEX_INFO, build_index
+
+    out = build_index(from_dict(IndexConfig, given))
+    i = files.read_json(out / INDEX_INFO) or {}
+    print(f"wrote {out}: {i['size']} training images × {i['dim']} features, {i['kind']}")
+
+
+def _cmd_search(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import SearchConfig, from_dict
+    from contrastkit.train.search import search
+
+    cfg = from_dict(SearchConfig, given)
+    found = search(cfg, ns.images)
+    for image, row in zip(ns.images, found, strict=True):
+        print(image)
+        for n in row:
+            print(f"  id {n.id:>6}  label {n.label:>3}  similarity {n.similarity:.4f}")
+    print(f"grid: {cfg.out}")
 
 
 def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
@@ -189,10 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per function."""
     from contrastkit.train.config import (
         EmbedConfig,
+        ExportConfig,
+        IndexConfig,
         KnnConfig,
         PretrainConfig,
         ProbeConfig,
+        RetrievalConfig,
         RunConfig,
+        SearchConfig,
     )
 
     parser = _Parser(
@@ -209,7 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
             "linear classifier on frozen features → probe.json",
         ),
         ("knn", KnnConfig, _cmd_knn, "weighted kNN accuracy on frozen features → knn.json"),
+        (
+            "retrieval",
+            RetrievalConfig,
+            _cmd_retrieval,
+            "precision@1, recall@k, MAP@R of a split against the training split → retrieval.json",
+        ),
         ("embed", EmbedConfig, _cmd_embed, "backbone features of a split → .npz"),
+        (
+            "export",
+            ExportConfig,
+            _cmd_export,
+            "frozen encoder with its input normalisation → ONNX or TorchScript file",
+        ),
+        ("index", IndexConfig, _cmd_index, "faiss index of the training features → DIR"),
+        ("search", SearchConfig, _cmd_search, "nearest training images of image files (+ PNG)"),
         ("run", RunConfig, _cmd_run, "pretrain + evaluate every method, table and report"),
         ("report", _ReportConfig, _cmd_report, "rebuild report.html and plots from the run files"),
     ]
@@ -221,9 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--resume",
                 action="store_true",
                 help="continue the run in --out with its saved options (options given must "
-                "equal them, but for --device and --quiet"
+                "equal them, but for --device, --quiet and --tensorboard"
                 + ("; --method may add methods)" if name == "run" else ")"),
             )
+        if name == "search":
+            p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to look up")
         if name != "report":
             p.add_argument(
                 "--config", metavar="FILE.yaml", help="options from a YAML file (flags override)"

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import evaluate as evaluate_module
@@ -70,3 +71,95 @@ def test_knn_and_probe_uses_the_k_and_t_given(ce_run):
     assert k_given["test_acc"] == k_alone["test_acc"]
     k_run, _ = knn_and_probe(ce_run, probe=probe)  # the run's own: knn_k 10, knn_t 0.1
     assert (k_run["k"], k_run["t"]) == (10, 0.1)
+
+
+def test_retrieval_ranks_the_test_split_against_the_training_split(ce_run, monkeypatch, tmp_path):
+    from contrastkit.cli import main
+    from contrastkit.train.config import EmbedConfig, RetrievalConfig
+    from contrastkit.train.evaluate import embed, retrieval
+    from contrastkit.train.retrieval import retrieval_metrics
+
+    calls = _count_extractions(monkeypatch)
+    got = retrieval(RetrievalConfig(run_dir=str(ce_run), device="cpu"))
+    assert calls == [1437, 360]  # reference (train), then the queries (test)
+    assert json.loads((ce_run / "retrieval.json").read_text()) == got
+    feats = {}
+    for split in ("train", "test"):
+        e = np.load(embed(EmbedConfig(str(ce_run), split, str(tmp_path / f"{split}.npz"), "cpu")))
+        feats[split] = (torch.from_numpy(e["features"]), torch.from_numpy(e["labels"]))
+    want = retrieval_metrics(*feats["test"], *feats["train"])
+    assert got["precision_at_1"] == want.precision_at_1 and got["map_at_r"] == want.map_at_r
+    assert got["recall_at_k"] == {str(k): v for k, v in want.recall_at_k.items()}
+    assert (got["n_queries"], got["n_reference"], got["split"]) == (360, 1437, "test")
+
+    calls.clear()
+    loo = retrieval(RetrievalConfig(run_dir=str(ce_run), split="train", device="cpu"))
+    assert calls == [1437]  # the training split is both: each query leaves itself out
+    want = retrieval_metrics(*feats["train"], *feats["train"], exclude_self=True)
+    assert loo["map_at_r"] == want.map_at_r and loo["n_queries"] == 1437
+
+    assert main(["retrieval", str(ce_run), "--device", "cpu"]) == 0
+    assert main(["retrieval", str(ce_run), "--split", "unlabeled"]) == 2
+
+
+def test_knn_and_probe_also_writes_the_retrieval(ce_run):
+    from contrastkit.train.config import RetrievalConfig
+    from contrastkit.train.evaluate import retrieval
+
+    knn_and_probe(ce_run, probe=ProbeConfig(run_dir=str(ce_run), epochs=1, device="cpu"))
+    shared = json.loads((ce_run / "retrieval.json").read_text())
+    alone = retrieval(RetrievalConfig(run_dir=str(ce_run), device="cpu"))
+    assert shared["features_from"] == "knn" and "features_from" not in alone
+    for key in ["precision_at_1", "recall_at_k", "map_at_r", "n_queries", "n_reference"]:
+        assert shared[key] == alone[key], key
+
+
+def _rgb_folder(root, size=16):
+    """A folder data set of RGB images (train/ and test/, two classes), unlike the digits."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 6)):
+        for c, name in enumerate(["dark", "light"]):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                level = 40 + 150 * c + rng.integers(0, 40, (size, size, 3))
+                Image.fromarray(level.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return f"folder:{root}"
+
+
+def test_transfer_to_another_data_set_is_adapted_recorded_and_kept_apart(ce_run, tmp_path):
+    from contrastkit.data import resolve_dataset
+    from contrastkit.data.adapt import adapt_images
+    from contrastkit.data.tensor_dataset import ImageTensorDataset
+    from contrastkit.train.config import RetrievalConfig
+    from contrastkit.train.evaluate import retrieval
+
+    other = _rgb_folder(tmp_path / "rgb")
+    own = (ce_run / "knn.json").read_text() if (ce_run / "knn.json").exists() else None
+    got = knn(KnnConfig(run_dir=str(ce_run), data=other, k=3, device="cpu"))
+    adaptation = ["colour → grey (BT.601 luma)", "resized 16×16 → 8×8 (bilinear)"]
+    assert got["transfer"] == {"data": other, "adaptation": adaptation}
+    assert (got["n_train"], got["n_test"]) == (24, 12)
+    written = [p.name for p in ce_run.glob("knn-folder*.json")]
+    assert len(written) == 1 and json.loads((ce_run / written[0]).read_text()) == got
+    if own is not None:
+        assert (ce_run / "knn.json").read_text() == own  # the run's own result stays
+    # the same numbers as the adapted images given as Dataset objects
+    adapted = {}
+    for split in ("train", "test"):
+        ds = resolve_dataset(other, split)
+        adapted[split] = ImageTensorDataset(adapt_images(ds.images, 1, 8)[0], ds.labels)
+    alone = knn(
+        KnnConfig(run_dir=str(ce_run), k=3, device="cpu"),
+        train_data=adapted["train"],
+        test_data=adapted["test"],
+    )
+    assert got["test_acc"] == alone["test_acc"]
+    probe = linear_probe(ProbeConfig(run_dir=str(ce_run), data=other, epochs=2, device="cpu"))
+    assert probe["classes"] == ["dark", "light"] and "head_test_acc" not in probe
+    assert probe["transfer"]["adaptation"] == adaptation
+    found = retrieval(RetrievalConfig(run_dir=str(ce_run), data=other, device="cpu"))
+    assert found["n_reference"] == 24 and found["transfer"]["data"] == other
+    with pytest.raises(ContrastkitError, match="either as data="):
+        knn(KnnConfig(run_dir=str(ce_run), data=other), train_data=adapted["train"])

@@ -19,3 +19,16 @@ def test_tsne_of_many_classes_uses_a_colour_bar(tmp_path):
     features = np.random.default_rng(1).normal(size=(42, 4))
     assert plot_tsne(features, labels, tmp_path / "t.png", "x", [str(i) for i in range(21)]) == []
     assert (tmp_path / "t.png").is_file()
+
+
+def test_confusion_numbers_are_white_on_the_dark_cells():
+    from contrastkit.train.plots import text_colours
+
+    confusion = np.array([[90, 3], [10, 0]])
+    assert text_colours(confusion).tolist() == [["white", "black"], ["black", "black"]]
+    # the threshold is half of the largest count: 23 of 46 stays black, 24 turns white
+    assert text_colours(np.array([[46, 23], [24, 0]])).tolist() == [
+        ["white", "black"],
+        ["white", "black"],
+    ]
+    assert text_colours(np.zeros((2, 2), int)).tolist() == [["black"] * 2] * 2

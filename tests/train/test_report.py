@@ -45,9 +45,17 @@ def _read(d, name):
 
 def test_eval_seconds_are_recorded(three_seeds):
     ce = three_seeds[0] / "ce"
-    knn, probe = _read(ce, "knn.json"), _read(ce, "probe.json")
-    assert knn["seconds"] > 0 and probe["seconds"] > 0
-    assert method_row(ce)["eval_seconds"] == pytest.approx(knn["seconds"] + probe["seconds"])
+    knn, probe, found = (_read(ce, f"{f}.json") for f in ("knn", "probe", "retrieval"))
+    assert knn["seconds"] > 0 and probe["seconds"] > 0 and found["seconds"] > 0
+    total = knn["seconds"] + probe["seconds"] + found["seconds"]
+    assert method_row(ce)["eval_seconds"] == pytest.approx(total)
+    table = (three_seeds[0] / "table.md").read_text().splitlines()
+    assert table[0].endswith("| P@1 % | MAP@R % |")
+    ce_row = next(line for line in table if line.startswith("| ce |"))
+    assert ce_row.endswith(
+        f"| {100 * found['precision_at_1']:.1f} | {100 * found['map_at_r']:.1f} |"
+    )
+    assert all(line.count("|") == table[0].count("|") for line in table)
 
 
 def test_mean_and_sample_std_over_seeds(three_seeds):
@@ -188,3 +196,15 @@ def test_baselines_that_show_the_same_numbers_are_listed_once(three_seeds, tmp_p
     runs = ", ".join(map(str, three_seeds))
     assert f"| raw pixels: logistic regression ({runs}) |" in table
     assert f"| raw pixels: kNN (k=5) ({other}) |" in table
+
+
+def test_report_shows_each_methods_configuration_and_the_retrieval(three_seeds):
+    page = (three_seeds[0] / "report.html").read_text()
+    sections = page.split("<h2>Configuration (")[1:]
+    assert [s.split(")")[0] for s in sections] == ["simclr", "ce"]
+    for section, method in zip(sections, ["simclr", "ce"], strict=True):
+        assert f"method: {method}" in section.split("</pre>")[0]
+    found = _read(three_seeds[0] / "ce", "retrieval.json")
+    assert "<h2>Retrieval (against the training images)</h2>" in page
+    cells = f"<td>ce</td><td>test ({found['n_queries']})</td><td>{100 * found['precision_at_1']:.1f}</td>"
+    assert cells in page

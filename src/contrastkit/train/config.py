@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from contrastkit.errors import ContrastkitError
@@ -29,6 +30,7 @@ from contrastkit.train.rules import (
     CUSTOM_DATA,
     DATA,
     DEVICE,
+    EXPORT_FORMAT,
     METHOD,
     METHODS_LIST,
     MODEL,
@@ -49,12 +51,16 @@ from contrastkit.train.rules import (
 __all__ = [
     "CUSTOM_DATA",
     "EmbedConfig",
+    "ExportConfig",
+    "IndexConfig",
     "KnnConfig",
     "Option",
     "PretrainConfig",
     "ProbeConfig",
     "ProbeSettings",
+    "RetrievalConfig",
     "RunConfig",
+    "SearchConfig",
     "comma_list",
     "from_dict",
     "load_yaml",
@@ -66,6 +72,16 @@ __all__ = [
 
 def _f(default: Any, help: str, rule: Rule | None = None, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, "rule": rule, **meta})
+
+
+def _transfer_data() -> Any:
+    """The ``data`` option of an evaluation: another data set than the run's (transfer)."""
+    return _f(
+        None,
+        "evaluate on this other data set (transfer: its images adapted to the run's channels "
+        "and size; written to NAME-<data>.json)",
+        rule=DATA,
+    )
 
 
 class _Validated:
@@ -166,7 +182,12 @@ class PretrainConfig(_Validated):
         run_help="directory of the whole run, one sub-directory per method "
         "(default runs/<data>-<timestamp>)",
     )
-    quiet: bool = _f(False, "no progress bars")
+    quiet: bool = _f(False, "no progress bars (and no epoch lines when stderr is not a terminal)")
+    tensorboard: bool = _f(
+        False,
+        "also log loss, lr, kNN accuracy and images/s to RUN/tensorboard (torch.utils.tensorboard;"
+        " metrics.jsonl stays the record)",
+    )
 
 
 @dataclass
@@ -184,6 +205,8 @@ class ProbeConfig(ProbeSettings):
     """Options of ``contrastkit linear-probe``: a linear classifier on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    data: str | None = _transfer_data()
+    data_root: str | None = _f(None, "directory of the other data set's files (its default)")
     seed: int = _f(0, "random seed of the probe", rule=SEED)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     quiet: bool = _f(False, "no progress bars")
@@ -194,6 +217,8 @@ class KnnConfig(_Validated):
     """Options of ``contrastkit knn``: weighted cosine kNN on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    data: str | None = _transfer_data()
+    data_root: str | None = _f(None, "directory of the other data set's files (its default)")
     k: int | None = _f(None, "neighbours (default: the run's knn_k)", rule=AT_LEAST_ONE)
     t: float | None = _f(
         None,
@@ -215,6 +240,73 @@ class EmbedConfig(_Validated):
         rule=PATH,
     )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+
+@dataclass
+class RetrievalConfig(_Validated):
+    """Options of ``contrastkit retrieval``: a split's images retrieving the training split's."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    split: str = _f(
+        "test", "split whose images are the queries (train: each leaves itself out)", rule=SPLIT
+    )
+    data: str | None = _transfer_data()
+    data_root: str | None = _f(None, "directory of the other data set's files (its default)")
+
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+
+@dataclass
+class ExportConfig(_Validated):
+    """Options of ``contrastkit export``: the frozen encoder with its normalisation, for serving."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    format: str = _f("onnx", "onnx or torchscript", rule=EXPORT_FORMAT)
+    out: str | None = _f(
+        None,
+        "file to write (default RUN_DIR/encoder.onnx, or encoder.pt for torchscript)",
+        rule=PATH,
+    )
+
+    @property
+    def path(self) -> str:
+        """The file to write: ``out``, or the default for the format in the run directory."""
+        if self.out is not None:
+            return self.out
+        return str(Path(self.run_dir) / ("encoder.onnx" if self.format == "onnx" else "encoder.pt"))
+
+
+@dataclass
+class IndexConfig(_Validated):
+    """Options of ``contrastkit index``: a faiss index of the run's training features."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    out: str | None = _f(None, "index directory (default RUN_DIR/index)", rule=PATH)
+    approximate: bool = _f(
+        False, "approximate HNSW index (faster on large sets) instead of the exact flat one"
+    )
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+    @property
+    def directory(self) -> str:
+        """The index directory: ``out``, or ``RUN_DIR/index``."""
+        return self.out if self.out is not None else str(Path(self.run_dir) / "index")
+
+
+@dataclass
+class SearchConfig(_Validated):
+    """Options of ``contrastkit search``: the nearest training images of image files."""
+
+    run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    k: int = _f(5, "neighbours per image", rule=AT_LEAST_ONE, short="-k")
+    index: str | None = _f(None, "index directory (default RUN_DIR/index)", rule=PATH)
+    out: str = _f("search.png", "PNG grid of each query and its neighbours", rule=PATH)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+
+    @property
+    def directory(self) -> str:
+        """The index directory: ``index``, or ``RUN_DIR/index``."""
+        return self.index if self.index is not None else str(Path(self.run_dir) / "index")
 
 
 @dataclass
@@ -384,6 +476,7 @@ def validate(config: Any) -> None:
     if isinstance(config, PretrainConfig):
         _check_views([config.method], config.views)
         _check_split(config)
+        _check_tensorboard(config.tensorboard)
 
 
 def _check_views(methods: list[str], views: int) -> None:
@@ -391,6 +484,15 @@ def _check_views(methods: list[str], views: int) -> None:
         raise ContrastkitError(
             f"{spelling('views')} must be >= 2 for simclr (its positive pair is two views of "
             f"an image), got {views}"
+        )
+
+
+def _check_tensorboard(wanted: bool) -> None:
+    import importlib.util
+
+    if wanted and importlib.util.find_spec("tensorboard") is None:
+        raise ContrastkitError(
+            f"{spelling('tensorboard')} needs the tensorboard package: pip install tensorboard"
         )
 
 

@@ -14,20 +14,30 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
+from contrastkit.data.adapt import adapt_images
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
-from contrastkit.train.config import CUSTOM_DATA, EmbedConfig, KnnConfig, ProbeConfig
+from contrastkit.train.config import (
+    CUSTOM_DATA,
+    EmbedConfig,
+    KnnConfig,
+    ProbeConfig,
+    RetrievalConfig,
+)
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import train_linear_probe
+from contrastkit.train.retrieval import retrieval_metrics
+
+RETRIEVAL_FILE = "retrieval.json"
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
 """Data to evaluate on instead of the run's: a registry name or a ``Dataset`` object."""
 
-Config = TypeVar("Config", ProbeConfig, KnnConfig, EmbedConfig)
+Config = TypeVar("Config", ProbeConfig, KnnConfig, EmbedConfig, RetrievalConfig)
 
 
 def _as_config(cls: type[Config], config: Config | str | Path) -> Config:
@@ -161,6 +171,67 @@ def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
     return ds
 
 
+@dataclass
+class Transfer:
+    """Another data set than the run's, its images adapted to the run's encoder input.
+
+    Attributes:
+        data: Its name.
+        adaptation: What was changed to fit the encoder (channels, size); empty if nothing.
+    """
+
+    data: str
+    adaptation: list[str]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What the evaluation's JSON records of it."""
+        return {"transfer": {"data": self.data, "adaptation": self.adaptation}}
+
+    def file(self, name: str) -> str:
+        """The JSON of this transfer: ``probe.json`` → ``probe-fashion-mnist.json``."""
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.data)
+        stem, suffix = name.rsplit(".", 1)
+        return f"{stem}-{slug}.{suffix}"
+
+
+def _other_split(
+    run: LoadedRun, name: str, root: str | None, split: str
+) -> tuple[ImageTensorDataset, Transfer]:
+    """Split ``split`` of data set ``name``, adapted to the run's channels and image size."""
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise ContrastkitError(
+            f"data set {name!r} has no split {split!r}; choose one of {', '.join(info.splits)}"
+        )
+    ds = resolve_dataset(name, split, root=root, download=False)
+    images, notes = adapt_images(ds.images, run.shape.channels, run.shape.size)
+    adapted = ImageTensorDataset(images, ds.labels, ds.classes, f"{ds.name} (adapted)")
+    return adapted, Transfer(name, notes)
+
+
+def _eval_splits(
+    run: LoadedRun,
+    cfg: ProbeConfig | KnnConfig,
+    train_data: DataArg,
+    test_data: DataArg,
+    what: str,
+) -> tuple[ImageTensorDataset, ImageTensorDataset, Transfer | None]:
+    """The labelled train and test splits an evaluation uses: the run's, given, or ``cfg.data``'s."""
+    if cfg.data is None:
+        train = _labelled(_split(run, train_data, "train"), f"{what}'s training data")
+        test = _labelled(_split(run, test_data or train_data, "test"), f"{what}'s test data")
+        return train, test, None
+    if train_data is not None or test_data is not None:
+        raise ContrastkitError(
+            f"give the other data set either as data={cfg.data!r} or as train_data=/test_data=, "
+            "not both"
+        )
+    train, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
+    test, _ = _other_split(run, cfg.data, cfg.data_root, "test")
+    return _labelled(train, what), _labelled(test, what), transfer
+
+
 def linear_probe(
     config: ProbeConfig | str | Path,
     *,
@@ -177,6 +248,11 @@ def linear_probe(
         train_data: Override of the training data: a registry name or a ``Dataset``.
         test_data: Override of the test data.
 
+    With ``config.data`` (another data set: transfer) its train and test splits are adapted
+    to the run's channels and size (:func:`~contrastkit.data.adapt.adapt_images`), the
+    result goes to ``probe-<data>.json`` with a ``transfer`` entry (the data set and the
+    adaptation made), and the run's own ``probe.json`` and embeddings stay as they are.
+
     Returns:
         The content of ``probe.json``: train/test accuracy, confusion matrix, settings,
         ``checkpoint_epoch`` and ``checkpoint_finished`` (the weights' epoch and whether it was
@@ -186,10 +262,9 @@ def linear_probe(
     t0 = time.perf_counter()
     cfg = _as_config(ProbeConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    train = _labelled(_split(run, train_data, "train"), "the probe's training data")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the probe's test data")
+    train, test, transfer = _eval_splits(run, cfg, train_data, test_data, "the probe")
     ftr, fte = _features(run, train), _features(run, test)
-    return _write_probe(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
+    return _write_probe(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0, transfer=transfer)
 
 
 def _write_probe(
@@ -202,21 +277,31 @@ def _write_probe(
     fte: Tensor,
     t0: float,
     extra: dict[str, Any] | None = None,
+    transfer: Transfer | None = None,
 ) -> dict[str, Any]:
-    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings."""
+    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings.
+
+    A transfer writes ``probe-<data>.json`` and no embeddings, and has no CE-head accuracy.
+    """
+    own = max(run.shape.num_classes, int(train.labels.max()) + 1) if transfer is None else 0
+    num_classes = max(own, int(train.labels.max()) + 1, int(test.labels.max()) + 1)
     result = train_linear_probe(
         ftr,
         train.labels,
         fte,
         test.labels,
-        num_classes=max(run.shape.num_classes, int(train.labels.max()) + 1),
+        num_classes=num_classes,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
     )
-    k = max(run.shape.num_classes, int(test.labels.max()) + 1)
+    k = (
+        num_classes
+        if transfer is not None
+        else max(run.shape.num_classes, int(test.labels.max()) + 1)
+    )
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (test.labels.numpy(), result.test_pred.numpy()), 1)
     out = {
@@ -228,16 +313,18 @@ def _write_probe(
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size,
-        "classes": run.shape.classes,
+        "classes": run.shape.classes if transfer is None else test.classes,
         "confusion": confusion.tolist(),
     }
-    if run.config["method"] == "ce":
+    if run.config["method"] == "ce" and transfer is None:
         out["head_test_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
     out.update(extra or {})
+    out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "probe.json", out)
-    _write_npz(path / "embeddings_test.npz", fte, test.labels)
+    files.write_json(path / (transfer.file("probe.json") if transfer else "probe.json"), out)
+    if transfer is None:
+        _write_npz(path / "embeddings_test.npz", fte, test.labels)
     return out
 
 
@@ -270,7 +357,8 @@ def knn(
 
     ``config`` is a :class:`~contrastkit.train.config.KnnConfig` or just the run directory
     (the run's own k and t); ``train_data`` and ``test_data`` override the bank and the queries
-    (a registry name or a ``Dataset``).
+    (a registry name or a ``Dataset``). ``config.data`` evaluates on another data set as
+    :func:`linear_probe` does, into ``knn-<data>.json``.
 
     ``knn.json`` holds the accuracy, the k used (at most the bank's size: a larger one warns),
     t, the split sizes, ``checkpoint_epoch``, ``checkpoint_finished`` (see
@@ -279,10 +367,9 @@ def knn(
     t0 = time.perf_counter()
     cfg = _as_config(KnnConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    train = _labelled(_split(run, train_data, "train"), "the kNN bank")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
+    train, test, transfer = _eval_splits(run, cfg, train_data, test_data, "the kNN")
     ftr, fte = _features(run, train), _features(run, test)
-    return _write_knn(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
+    return _write_knn(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0, transfer)
 
 
 def _knn_settings(run: LoadedRun, cfg: KnnConfig) -> tuple[int, float]:
@@ -301,10 +388,12 @@ def _write_knn(
     ftr: Tensor,
     fte: Tensor,
     t0: float,
+    transfer: Transfer | None = None,
 ) -> dict[str, Any]:
     """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``.
 
-    ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`).
+    ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`); a transfer
+    writes ``knn-<data>.json``.
     """
     k, t = _knn_settings(run, cfg)
     k = neighbours(k, len(train), "kNN")
@@ -318,9 +407,10 @@ def _write_knn(
         t=t,
     )
     out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
+    out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "knn.json", out)
+    files.write_json(path / (transfer.file("knn.json") if transfer else "knn.json"), out)
     return out
 
 
@@ -332,12 +422,13 @@ def knn_and_probe(
     train_data: DataArg = None,
     test_data: DataArg = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The final kNN and linear probe of a run from one feature extraction (``contrastkit run``).
+    """The final kNN, linear probe and retrieval of a run from one feature extraction (``run``).
 
-    Writes the same ``knn.json`` and ``probe.json`` as :func:`knn` and :func:`linear_probe`
-    called one after the other, with the train and test features computed once instead of
-    twice. ``knn.json``'s ``seconds`` then covers loading the encoder and data, the feature
-    extraction and the kNN; ``probe.json``'s covers the probe alone (it records
+    Writes the same ``knn.json``, ``probe.json`` and ``retrieval.json`` as :func:`knn`,
+    :func:`linear_probe` and :func:`retrieval` called one after the other, with the train and
+    test features computed once instead of three times. ``knn.json``'s ``seconds`` then covers
+    loading the encoder and data, the feature extraction and the kNN; ``probe.json``'s and
+    ``retrieval.json``'s cover the probe and the retrieval alone (they record
     ``"features_from": "knn"``), so their sum is the evaluation's wall time.
 
     Args:
@@ -361,7 +452,92 @@ def knn_and_probe(
     t1 = time.perf_counter()
     shared = {"features_from": "knn"}
     probe_out = _write_probe(path, run, probe, train, test, ftr, fte, t1, shared)
+    _write_retrieval(
+        path, run, "test", (ftr, train.labels), (fte, test.labels), time.perf_counter(), shared
+    )
     return knn_out, probe_out
+
+
+def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> dict[str, Any]:
+    """Retrieval metrics of a split against the training split; writes ``retrieval.json``.
+
+    The queries are the backbone features of ``config.split`` (default test), the reference
+    those of the training split, ranked by cosine similarity of the L2-normalised features
+    (:func:`~contrastkit.train.retrieval.retrieval_metrics`: precision@1, Recall@k as the
+    metric-learning literature defines it — a relevant reference among the k nearest — for k
+    in 1, 5, 10, and MAP@R). With ``split="train"`` each query leaves itself out.
+
+    Args:
+        config: A :class:`~contrastkit.train.config.RetrievalConfig`, or just the run
+            directory (the test split).
+        data: Override of the run's data set (a registry name or a ``Dataset``).
+            ``config.data`` instead evaluates on another data set as :func:`linear_probe`
+            does, into ``retrieval-<data>.json``.
+
+    Returns:
+        The content of ``retrieval.json``: the metrics, ``split``, ``n_queries`` (those with
+        a relevant reference), ``lone_queries`` (left out: no reference has their label),
+        ``n_reference``, ``checkpoint_epoch``, ``checkpoint_finished`` and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    cfg = _as_config(RetrievalConfig, config)
+    run = load_encoder(cfg.run_dir, cfg.device)
+    transfer = None
+    if cfg.data is not None:
+        if data is not None:
+            raise ContrastkitError(
+                f"give the other data set either as data={cfg.data!r} in the config or as "
+                "data=, not both"
+            )
+        reference, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
+    else:
+        reference = _split(run, data, "train")
+    reference = _labelled(reference, "the retrieval's reference")
+    ref = (_features(run, reference), reference.labels)
+    if cfg.split == "train":
+        queries = ref
+    else:
+        test = (
+            _other_split(run, cfg.data, cfg.data_root, cfg.split)[0]
+            if cfg.data is not None
+            else _split(run, data, cfg.split)
+        )
+        test = _labelled(test, "the retrieval's queries")
+        queries = (_features(run, test), test.labels)
+    extra = transfer.record if transfer else None
+    name = transfer.file(RETRIEVAL_FILE) if transfer else RETRIEVAL_FILE
+    return _write_retrieval(Path(cfg.run_dir), run, cfg.split, ref, queries, t0, extra, name)
+
+
+def _write_retrieval(
+    path: Path,
+    run: LoadedRun,
+    split: str,
+    reference: tuple[Tensor, Tensor],
+    queries: tuple[Tensor, Tensor],
+    t0: float,
+    extra: dict[str, Any] | None = None,
+    name: str = "retrieval.json",
+) -> dict[str, Any]:
+    """Retrieval metrics of queries (N, F) against the reference (M, F); write ``name``."""
+    m = retrieval_metrics(
+        queries[0], queries[1], reference[0], reference[1], exclude_self=split == "train"
+    )
+    out: dict[str, Any] = {
+        "precision_at_1": m.precision_at_1,
+        "recall_at_k": {str(k): v for k, v in m.recall_at_k.items()},
+        "map_at_r": m.map_at_r,
+        "split": split,
+        "n_queries": m.n_queries,
+        "lone_queries": m.lone_queries,
+        "n_reference": len(reference[1]),
+        "similarity": "cosine of L2-normalised backbone features",
+    }
+    out.update(extra or {})
+    out.update(run.checkpoint_state)
+    out["seconds"] = time.perf_counter() - t0
+    files.write_json(path / name, out)
+    return out
 
 
 def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:

@@ -112,17 +112,40 @@ def plot_similarity(sim: np.ndarray, pos: np.ndarray, path: Path, title: str) ->
     plt.close(fig)
 
 
+def text_colours(confusion: np.ndarray) -> np.ndarray:
+    """The colour of each cell's number on the ``Blues`` map: white on the darker half, else black.
+
+    The map runs from near-white at 0 to dark navy at the largest count; a cell above half of
+    it is dark enough that black numbers vanish.
+    """
+    top = confusion.max() if confusion.size else 0
+    return (
+        np.where(confusion > top / 2, "white", "black")
+        if top > 0
+        else np.full(confusion.shape, "black")
+    )
+
+
 def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    """The linear probe's test confusion matrix (counts)."""
+    """The linear probe's test confusion matrix (counts; numbers readable on every cell)."""
     plt = _pyplot()
     k = len(confusion)
     fig, ax = plt.subplots(figsize=(4.8, 4.3))
-    ax.imshow(confusion, cmap="Blues")
+    ax.imshow(confusion, cmap="Blues", vmin=0)
+    colours = text_colours(confusion)
     if k <= 20:
         for i in range(k):
             for j in range(k):
                 if confusion[i, j]:
-                    ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7)
+                    ax.text(
+                        j,
+                        i,
+                        str(confusion[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=colours[i, j],
+                    )
         names = classes[:k] if len(classes) >= k else [str(i) for i in range(k)]
         ax.set_xticks(range(k), names, rotation=90, fontsize=7)
         ax.set_yticks(range(k), names, fontsize=7)

@@ -11,7 +11,6 @@ goes through ``is_main()``.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from os import PathLike
@@ -35,6 +34,7 @@ from contrastkit.train.evaluate import neighbours
 from contrastkit.train.loop import train_epoch
 from contrastkit.train.monitor import knn_monitor, similarity_snapshot
 from contrastkit.train.networks import default_model
+from contrastkit.train.progress import TENSORBOARD_DIR, Progress
 from contrastkit.train.rundata import RunData, augmentation, load_run_data, steps_per_epoch
 from contrastkit.train.state import TrainingState, build_training_state, load_state, state_dict
 
@@ -65,18 +65,6 @@ class PretrainResult:
 
 
 # --- the loop -----------------------------------------------------------------------------------
-
-
-def _progress(total: int, initial: int, quiet: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=quiet or not sys.stderr.isatty(),
-        unit="step",
-        dynamic_ncols=True,
-    )
 
 
 DataArg = Dataset[tuple[Tensor, int]]
@@ -315,10 +303,18 @@ def _train(
     knn_acc: float | None = None
     loss_mean = float("nan")
 
-    bar = _progress(cfg.epochs * per_epoch, state.step, cfg.quiet or not is_main())
+    progress = Progress(
+        cfg.method,
+        cfg.epochs,
+        cfg.epochs * per_epoch,
+        state.step,
+        quiet=cfg.quiet,
+        main=is_main(),
+        tensorboard=out / TENSORBOARD_DIR if cfg.tensorboard else None,
+    )
     while state.epoch < cfg.epochs:
         t0, c0 = time.perf_counter(), time.process_time()
-        records, losses, seen = train_epoch(cfg, state, augment, images, labels, bar)
+        records, losses, seen = train_epoch(cfg, state, augment, images, labels, progress.bar)
         train_seconds = time.perf_counter() - t0
         state.epoch += 1
         loss_mean = float(np.mean(losses))
@@ -348,7 +344,8 @@ def _train(
             finished = state.epoch == cfg.epochs
             ckpt_path = out / rundir.CHECKPOINT
             ckpt_io.save_atomic(state_dict(state, cfg, run_data.shape, finished), ckpt_path)
-    bar.close()
+        progress.epoch(records)
+    progress.close()
     if is_main():  # the weights changed since a resumed run's snapshot: draw it again
         _write_snapshot(cfg, state, run_data, augment, device, again=resumed)
     distributed.barrier()  # every process ends with the files of rank 0 written

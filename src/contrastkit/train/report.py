@@ -14,20 +14,24 @@ from contrastkit.train.config import comma_list
 
 BASELINES = "baselines.json"
 RESULTS = "results.json"
+RETRIEVAL = "retrieval.json"
 
 
 def method_row(run: Path) -> dict[str, Any]:
-    """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe.
+    """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe, retrieval.
 
     ``seconds`` is the pretraining wall time (with the kNN monitor); ``eval_seconds`` that of
-    the final kNN and linear probe (None until both ran, or for runs written before they were
-    timed). Without ``knn.json`` the kNN cell is the monitor's after the last epoch, if any.
+    the final kNN and linear probe, and of the retrieval where ``retrieval.json`` exists (None
+    until kNN and probe ran, or for runs written before they were timed). Without
+    ``knn.json`` the kNN cell is the monitor's after the last epoch, if any.
     """
     cfg = rundir.read_config(run)
     epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
     knn = files.read_json(run / "knn.json")
     probe = files.read_json(run / "probe.json")
+    found = files.read_json(run / RETRIEVAL)
     evals = [d.get("seconds") if d else None for d in (knn, probe)]
+    evals += [found.get("seconds")] if found else []
     monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
     return {
         "method": cfg["method"],
@@ -40,6 +44,8 @@ def method_row(run: Path) -> dict[str, Any]:
         "probe_train_acc": probe["train_acc"] if probe else None,
         "head_acc": probe.get("head_test_acc") if probe else None,
         "eval_seconds": None if None in evals else sum(evals),
+        "precision_at_1": found.get("precision_at_1") if found else None,
+        "map_at_r": found.get("map_at_r") if found else None,
         "seed": cfg.get("seed"),
         "dir": run.name,
     }
@@ -54,37 +60,45 @@ def _secs(x: float | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -> str:
-    """A Markdown table: method, epochs, seconds, kNN, probe and CE-head accuracy (%).
+    """A Markdown table: method, epochs, seconds, kNN, probe, CE-head accuracy and retrieval (%).
 
     "seconds" is the pretraining wall time, "CPU s" its process time over all threads (the
     work done, when the machine is shared and wall time is inflated by other jobs), "eval s"
-    the wall time of the final kNN and linear probe.
+    the wall time of the final kNN, linear probe and retrieval. "P@1" and "MAP@R" are the
+    retrieval of the test split against the training split (``retrieval.json``); the two
+    columns appear when a row has them.
     """
+    found = any(r.get("precision_at_1") is not None for r in rows)
     lines = [
-        "| method | model | epochs | seconds | CPU s | eval s | kNN acc % | linear-probe acc % | own head acc % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | model | epochs | seconds | CPU s | eval s | kNN acc % | linear-probe acc % | own head acc % |"
+        + (" P@1 % | MAP@R % |" if found else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if found else ""),
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
             f"{_secs(r['cpu_seconds'])} | {_secs(r.get('eval_seconds'))} | "
             f"{_pct(r['knn_acc'])} | {_pct(r['probe_acc'])} | {_pct(r.get('head_acc'))} |"
+            + (f" {_pct(r.get('precision_at_1'))} | {_pct(r.get('map_at_r'))} |" if found else "")
         )
     if baselines:
-        lines += baseline_rows(baselines)
+        lines += baseline_rows(baselines, extra=2 if found else 0)
     return "\n".join(lines)
 
 
-def baseline_rows(b: dict[str, Any], runs: Sequence[str] = ()) -> list[str]:
+def baseline_rows(b: dict[str, Any], runs: Sequence[str] = (), extra: int = 0) -> list[str]:
     """The raw-pixel rows of a 9-column results table (probe and kNN columns 8 and 7).
 
-    ``runs``, if given, are the run directories the rows came from, named in their labels.
+    ``runs``, if given, are the run directories the rows came from, named in their labels;
+    ``extra`` empty cells follow for a table with more columns.
     """
     source = f" ({', '.join(runs)})" if runs else ""
+    tail = " – |" * extra
     return [
         f"| raw pixels: logistic regression{source} | – | – | – | – | – | – | "
-        f"{_pct(b['logreg'])} | – |",
-        f"| raw pixels: kNN (k={b['knn_k']}){source} | – | – | – | – | – | {_pct(b['knn'])} | – | – |",
+        f"{_pct(b['logreg'])} | – |" + tail,
+        f"| raw pixels: kNN (k={b['knn_k']}){source} | – | – | – | – | – | {_pct(b['knn'])} | – | – |"
+        + tail,
     ]
 
 
@@ -114,6 +128,27 @@ def _md_table_html(table: str) -> str:
         "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body
     )
     return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def _retrieval_html(runs: list[Path], rows: list[dict[str, Any]]) -> list[str]:
+    """A table of each method's ``retrieval.json`` (P@1, Recall@k, MAP@R), if any has one."""
+    found = [
+        (row["method"], files.read_json(run / RETRIEVAL))
+        for run, row in zip(runs, rows, strict=True)
+    ]
+    found = [(m, r) for m, r in found if r]
+    if not found:
+        return []
+    ks = list(found[0][1]["recall_at_k"])
+    head = "| method | queries | P@1 % | " + " | ".join(f"R@{k} %" for k in ks) + " | MAP@R % |"
+    lines = [head, "|---" * (4 + len(ks)) + "|"]
+    for method, r in found:
+        recall = " | ".join(_pct(r["recall_at_k"].get(k)) for k in ks)
+        lines.append(
+            f"| {method} | {r['split']} ({r['n_queries']}) | {_pct(r['precision_at_1'])} | "
+            f"{recall} | {_pct(r['map_at_r'])} |"
+        )
+    return ["<h2>Retrieval (against the training images)</h2>", _md_table_html("\n".join(lines))]
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -147,7 +182,6 @@ def build_report(run_dir: str | Path) -> Path:
         (root / "plots").mkdir(exist_ok=True)
     overview = root / "plots" / "knn_all.png"
     plots.plot_knn(curves, overview)
-    cfg_text = (runs[0] / rundir.CONFIG).read_text()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>contrastkit report</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
@@ -158,15 +192,20 @@ def build_report(run_dir: str | Path) -> Path:
         _md_table_html(table),
         "<p>kNN: weighted cosine kNN on frozen backbone features; linear probe: a linear "
         "classifier on frozen features extracted once without augmentation. Raw-pixel "
-        "baselines use the same split.</p>",
+        "baselines use the same split. P@1 and MAP@R: the test images retrieving the "
+        "training images by cosine similarity (precision@1, MAP@R of Musgrave et al. 2020).</p>",
+        *_retrieval_html(runs, rows),
         _img(overview, root),
     ]
     for method, pngs in figures:
         parts.append(f"<h2>{html.escape(method)}</h2>")
         parts += [_img(f, root) for f in pngs]
-    parts.append(
-        f"<h2>Configuration ({html.escape(runs[0].name)})</h2><pre>{html.escape(cfg_text)}</pre>"
-    )
+    for run, row in zip(runs, rows, strict=True):  # each method trained with its own options
+        cfg_text = (run / rundir.CONFIG).read_text()
+        parts.append(
+            f"<h2>Configuration ({html.escape(row['method'])})</h2>"
+            f"<pre>{html.escape(cfg_text)}</pre>"
+        )
     parts.append("</body></html>")
     out = root / "report.html"
     files.write_atomic(out, "\n".join(parts))

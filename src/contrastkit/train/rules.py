@@ -19,6 +19,7 @@ METHODS = ("simclr", "supcon", "ce")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EXPORT_FORMATS = ("onnx", "torchscript")
 CUSTOM_DATA = "<dataset object>"
 """A run's saved ``data`` when it ran on a ``Dataset`` object (which a config cannot hold)."""
 
@@ -169,3 +170,4 @@ CONTRASTIVE_BATCH = Bounds(2, why="a contrastive batch needs negatives")
 PATH = Text("path")
 SPLIT = Text("split name")
 METHODS_LIST = Names("method", lambda: METHODS, many=True)
+EXPORT_FORMAT = Names("export format", lambda: EXPORT_FORMATS)

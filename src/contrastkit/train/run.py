@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,14 @@ def _train_methods(
     if added:
         resume.check_same_recipe(root, [m for m in cfg.methods if m not in added], recipe)
     source = data if data is not None else recipe.data
-    for method in cfg.methods:
+    for i, method in enumerate(cfg.methods, 1):
         out = root / method
         if (out / "probe.json").is_file() and (out / "knn.json").is_file():
             continue
         resuming = (out / rundir.CHECKPOINT).is_file()
+        if not recipe.quiet:
+            verb = "resuming" if resuming else "starting"
+            print(f"run: {verb} {method} ({i}/{len(cfg.methods)}) in {out}", file=sys.stderr)
         if resuming:
             method_cfg = resume.method_options(out, cfg)
         else:

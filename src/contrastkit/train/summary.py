@@ -13,7 +13,7 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train import files, rundir
 from contrastkit.train.report import BASELINES, baseline_rows, method_row, run_dirs
 
-SEED_FREE_KEYS = frozenset({"seed", "out", "quiet", "device", "knn_every"})
+SEED_FREE_KEYS = frozenset({"seed", "out", "quiet", "device", "knn_every", "tensorboard"})
 """Config keys that may differ between the runs averaged into one row of :func:`seed_summary`
 (``knn_every`` only decides how often the monitor looks: the weights do not depend on it)."""
 

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastkit.data.adapt import adapt_images
+from contrastkit.errors import ContrastkitError
+
+
+def test_colour_to_grey_is_pils_luma_and_grey_to_colour_repeats():
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]  # (1, 3, 5, 7)
+    _, notes = adapt_images(x, 1, 5)
+    assert notes == ["colour → grey (BT.601 luma)", "resized 5×7 → 5×5 (bilinear)"]
+    grey_only, notes = adapt_images(x[..., :5], 1, 5)
+    want = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[:, :5])).convert("L")).astype(int)
+    assert np.abs(grey_only[0, 0].numpy().astype(int) - want).max() <= 1  # PIL rounds in ints
+    assert notes == ["colour → grey (BT.601 luma)"]
+    colour, notes = adapt_images(grey_only, 3, 5)
+    assert torch.equal(colour, grey_only.repeat(1, 3, 1, 1)) and notes == [
+        "grey → 3 channels (repeated)"
+    ]
+    unchanged, notes = adapt_images(colour, 3, 5)
+    assert unchanged is colour and notes == []
+
+
+def test_resize_keeps_a_constant_image_and_bad_input_is_refused():
+    x = torch.full((2, 1, 28, 28), 77, dtype=torch.uint8)
+    small, notes = adapt_images(x, 1, 8)
+    assert small.shape == (2, 1, 8, 8) and bool((small == 77).all())
+    assert notes == ["resized 28×28 → 8×8 (bilinear)"]
+    with pytest.raises(ContrastkitError, match=r"images must be uint8 \(N, C, H, W\) with 1 or 3"):
+        adapt_images(x.float(), 1, 8)
+    with pytest.raises(ContrastkitError, match="expected 1 or 3 channels"):
+        adapt_images(x, 2, 8)
