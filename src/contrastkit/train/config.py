@@ -59,6 +59,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeSettings",
     "RunConfig",
+    "check_method_options",
     "comma_list",
     "from_dict",
     "load_yaml",
@@ -421,10 +422,9 @@ def validate(config: Any) -> None:
             rule.check(f.name, value)
     if isinstance(config, RunConfig):
         _check_views(config.methods, config.pretrain.views)
-        _check_method_options(config.methods, config.pretrain)
+        check_method_options(config.methods, config.pretrain)
     if isinstance(config, PretrainConfig):
         _check_views([config.method], config.views)
-        _check_method_options([config.method], config)
         _check_split(config)
 
 
@@ -445,8 +445,16 @@ METHOD_OPTIONS = {
 """The options only some methods use, and those methods (set for no method: refused)."""
 
 
-def _check_method_options(methods: list[str], config: PretrainConfig) -> None:
-    """Refuse an option no method of ``methods`` uses, a too small queue, a stray --bn-splits."""
+def check_method_options(methods: list[str], config: PretrainConfig) -> None:
+    """Refuse an option no method of ``methods`` uses, a too small queue, a stray --bn-splits.
+
+    A ``RunConfig`` checks its pretraining options against its methods when built; a single
+    method's config is checked when its recipe is resolved (:func:`recipes.resolve`), since a
+    ``RunConfig``'s ``pretrain`` holds no method of its own.
+
+    Raises:
+        ContrastkitError: naming the option, its value and what it expects.
+    """
     for name, users in METHOD_OPTIONS.items():
         if getattr(config, name) not in (None, False) and not set(methods) & set(users):
             raise ContrastkitError(

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from contrastkit.errors import ContrastkitWarning
-from contrastkit.train.config import METHOD_OPTIONS, PretrainConfig
+from contrastkit.train.config import METHOD_OPTIONS, PretrainConfig, check_method_options
 from contrastkit.train.rules import MOMENTUM_METHODS, QUEUE_METHODS
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -73,10 +73,14 @@ def with_data_defaults(cfg: PretrainConfig) -> PretrainConfig:
 def resolve(cfg: PretrainConfig) -> PretrainConfig:
     """Every recipe default filled in (the model, which depends on the images, excepted).
 
+    First the options only some methods use are checked against the method
+    (:func:`~contrastkit.train.config.check_method_options`).
+
     The data set's epochs, batch size and kNN k, the method's learning rate, weight decay,
     warm-up and temperature, a warm-up that fits the run (:func:`fit_warmup`) and the default
     run directory ``runs/<data>-<method>-<timestamp>``.
     """
+    check_method_options([cfg.method], cfg)
     cfg = with_data_defaults(cfg)
     defaults = method_defaults(cfg.method, cfg.optimizer)
     cfg = fit_warmup(replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None}))
