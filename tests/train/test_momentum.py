@@ -271,3 +271,25 @@ def test_moco_steps_equal_lightly_memory_bank_and_update_momentum():
             torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
         torch.testing.assert_close(state.momentum.queue.keys, theirs_fn.memory_bank.bank)
         assert int(state.momentum.queue.ptr) == int(theirs_fn.memory_bank.bank_ptr)
+
+
+def test_supcon_moco_is_supcons_loop_oracle_with_the_labelled_queue():
+    from contrastkit.losses import reference
+
+    cfg, state = _state("supcon-moco", queue_size=48)
+    assert state.momentum is not None and state.momentum.queue is not None
+    queue = state.momentum.queue
+    labels = torch.arange(16) % 4
+    queue.enqueue(torch.randn(20, 128, generator=_gen(5)), torch.arange(20) % 6)  # some labelled
+    views = _views(6)
+    with torch.no_grad():
+        z = torch.stack([state.network(views[:, v]) for v in (0, 1)], dim=1)  # (B, 2, D)
+        expected = reference.supcon(
+            z.double(), labels, cfg.temperature, queue=(queue.keys.double(), queue.labels)
+        )
+        ours = compute_loss(cfg, state, views, labels)
+    torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-6)
+    k = state.momentum.pending.pop()[0]  # that step's keys: train_step holds them again
+    train_step(cfg, state, views, labels)  # enqueues the second view's keys with their labels
+    torch.testing.assert_close(queue.keys[20:36], F.normalize(k, dim=1))
+    assert queue.labels[20:36].tolist() == labels.tolist() and int(queue.ptr) == 36
