@@ -242,6 +242,11 @@ MOCO_ERRORS = [
         "(--batch-size 20 over 1 process(es)), got 8",
     ),
     (
+        ["--method", "moco", "--norm", "split", "--sync-bn"],
+        "error: --sync-bn (sync_bn) and --norm split exclude each other: SyncBatchNorm takes "
+        "the statistics over all processes, split batch norm over sub-batches; choose one",
+    ),
+    (
         ["--method", "moco", "--bn-splits", "4"],
         "error: --bn-splits (bn_splits) is for --norm split, got --norm batch",
     ),

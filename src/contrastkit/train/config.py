@@ -461,6 +461,11 @@ def check_method_options(methods: list[str], config: PretrainConfig) -> None:
                 f"{spelling(name)} is an option of {' and '.join(users)}, not of "
                 f"{', '.join(methods)}; leave it out or choose --method {users[0]}"
             )
+    if config.sync_bn and config.norm == "split":
+        raise ContrastkitError(
+            f"{spelling('sync_bn')} and --norm split exclude each other: SyncBatchNorm takes "
+            "the statistics over all processes, split batch norm over sub-batches; choose one"
+        )
     if config.bn_splits is not None and config.norm != "split":
         raise ContrastkitError(
             f"{spelling('bn_splits')} is for --norm split, got --norm {config.norm}"
