@@ -151,16 +151,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One process and two processes on the same global batches, plus an interrupted DDP run."""
     _require_gloo()
     tmp = tmp_path_factory.mktemp("ddp")
-    names = ("single", "ddp", "single_simclr", "ddp_simclr", "resumed", "single_moco", "ddp_moco")
+    names = ("single", "ddp", "single_simclr", "ddp_simclr", "resumed")
+    names += ("single_moco", "ddp_moco", "single_mocov3", "ddp_mocov3")
     paths = {name: tmp / name for name in names}
     supcon = {**OPTIONS, "method": "supcon"}
     simclr = {**OPTIONS, "method": "simclr"}
     # 16 keys a step into 40 slots: the pointer wraps mid-batch at step 3 (48 % 40 = 8)
     moco = {**OPTIONS, "method": "moco", "queue_size": 40}
+    mocov3 = {**OPTIONS, "method": "mocov3"}  # in-batch keys gathered inside the loss
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each of the two processes
     try:
-        for name, opts in (("single", supcon), ("single_simclr", simclr), ("single_moco", moco)):
+        for name, opts in (
+            ("single", supcon),
+            ("single_simclr", simclr),
+            ("single_moco", moco),
+            ("single_mocov3", mocov3),
+        ):
             pretrain_module.pretrain(PretrainConfig(**opts, out=str(paths[name])))
     finally:
         torch.set_num_threads(threads)
@@ -169,6 +176,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             {**supcon, "out": str(paths["ddp"])},
             {**simclr, "out": str(paths["ddp_simclr"])},
             {**moco, "out": str(paths["ddp_moco"])},
+            {**mocov3, "out": str(paths["ddp_mocov3"])},
             # stopped in epoch 2 (after 6 of 8 steps), then continued with resume
             {**supcon, "out": str(paths["resumed"]), "interrupt_after_steps": 6},
             {"out": str(paths["resumed"]), "resume": True},  # every option from the run
@@ -179,7 +187,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize(
     ("one", "two"),
-    [("single", "ddp"), ("single_simclr", "ddp_simclr"), ("single_moco", "ddp_moco")],
+    [
+        ("single", "ddp"),
+        ("single_simclr", "ddp_simclr"),
+        ("single_moco", "ddp_moco"),
+        ("single_mocov3", "ddp_mocov3"),
+    ],
 )
 def test_ddp_pretraining_equals_one_process_on_the_same_global_batches(
     runs: dict[str, Path], one: str, two: str
