@@ -138,7 +138,7 @@ def test_pretrain_probe_and_config_file(tmp_path, capsys):
         (["pretrain", "--data", "folder:{tmp}/none"], "does not exist"),
         (["linear-probe", "{tmp}/none"], "does not exist"),
         (["knn", "{tmp}"], "not found"),
-        (["run", "--method", "simclr,moco"], "unknown method"),
+        (["run", "--method", "simclr,byol"], "unknown method"),
         (["run", "--probe-epochs", "0"], "--probe-epochs (probe_epochs) must be an integer >= 1"),
         (["report", "{tmp}"], "holds no pretraining run"),
         (["pretrain", "--config", "{tmp}/missing.yaml"], "config file"),

@@ -134,8 +134,10 @@ def _spawn(jobs: list[dict[str, Any]]) -> None:
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
+    """Encoder and head; for MoCo also the key network, the queue, its labels and pointer."""
     ckpt = load_checkpoint(run / CHECKPOINT)
-    return {f"{part}.{k}": v for part in ("encoder", "head") for k, v in ckpt[part].items()}
+    parts = [p for p in ("encoder", "head", "momentum") if p in ckpt]
+    return {f"{part}.{k}": v for part in parts for k, v in ckpt[part].items()}
 
 
 def _max_difference(a: Path, b: Path) -> float:
@@ -149,15 +151,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One process and two processes on the same global batches, plus an interrupted DDP run."""
     _require_gloo()
     tmp = tmp_path_factory.mktemp("ddp")
-    paths = {
-        name: tmp / name for name in ("single", "ddp", "single_simclr", "ddp_simclr", "resumed")
-    }
+    names = ("single", "ddp", "single_simclr", "ddp_simclr", "resumed")
+    names += ("single_moco", "ddp_moco", "single_mocov3", "ddp_mocov3")
+    paths = {name: tmp / name for name in names}
     supcon = {**OPTIONS, "method": "supcon"}
     simclr = {**OPTIONS, "method": "simclr"}
+    # 16 keys a step into 40 slots: the pointer wraps mid-batch at step 3 (48 % 40 = 8)
+    moco = {**OPTIONS, "method": "moco", "queue_size": 40}
+    mocov3 = {**OPTIONS, "method": "mocov3"}  # in-batch keys gathered inside the loss
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each of the two processes
     try:
-        for name, opts in (("single", supcon), ("single_simclr", simclr)):
+        for name, opts in (
+            ("single", supcon),
+            ("single_simclr", simclr),
+            ("single_moco", moco),
+            ("single_mocov3", mocov3),
+        ):
             pretrain_module.pretrain(PretrainConfig(**opts, out=str(paths[name])))
     finally:
         torch.set_num_threads(threads)
@@ -165,6 +175,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         [
             {**supcon, "out": str(paths["ddp"])},
             {**simclr, "out": str(paths["ddp_simclr"])},
+            {**moco, "out": str(paths["ddp_moco"])},
+            {**mocov3, "out": str(paths["ddp_mocov3"])},
             # stopped in epoch 2 (after 6 of 8 steps), then continued with resume
             {**supcon, "out": str(paths["resumed"]), "interrupt_after_steps": 6},
             {"out": str(paths["resumed"]), "resume": True},  # every option from the run
@@ -173,7 +185,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-@pytest.mark.parametrize(("one", "two"), [("single", "ddp"), ("single_simclr", "ddp_simclr")])
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        ("single", "ddp"),
+        ("single_simclr", "ddp_simclr"),
+        ("single_moco", "ddp_moco"),
+        ("single_mocov3", "ddp_mocov3"),
+    ],
+)
 def test_ddp_pretraining_equals_one_process_on_the_same_global_batches(
     runs: dict[str, Path], one: str, two: str
 ) -> None:
@@ -187,6 +207,23 @@ def test_ddp_pretraining_equals_one_process_on_the_same_global_batches(
         # the logged loss is the global batch's (mean over processes), not one process's share
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
         assert a["lr"] == b["lr"]
+
+
+def test_ddp_moco_queue_equals_one_process_in_the_global_batch_order(
+    runs: dict[str, Path],
+) -> None:
+    """The queue of 2 processes is one process's, slot by slot: keys gathered in sampler order.
+
+    Rank r holds the positions r, r + 2, ... of each global batch; gathered rank-major the
+    queue would hold the same keys in another order (and the weights would still agree).
+    """
+    one, two = (
+        load_checkpoint(runs[k] / CHECKPOINT)["momentum"] for k in ("single_moco", "ddp_moco")
+    )
+    assert int(one["queue.ptr"]) == int(two["queue.ptr"]) == 8 * 16 % 40
+    torch.testing.assert_close(two["queue.keys"], one["queue.keys"], rtol=0, atol=1e-5)
+    assert torch.equal(one["queue.labels"], two["queue.labels"])
+    assert bool((one["queue.labels"] >= 0).all())  # 128 keys went through: every slot written
 
 
 def test_ddp_run_directory_is_written_once_by_rank_0(runs: dict[str, Path]) -> None:

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from contrastkit.errors import ContrastkitWarning
+from contrastkit.errors import ContrastkitError, ContrastkitWarning
+from contrastkit.train import recipes
 from contrastkit.train.config import CUSTOM_DATA, PretrainConfig, RunConfig, from_dict
 from contrastkit.train.recipes import resolve, with_data_defaults
 
@@ -69,3 +70,27 @@ def test_a_warmup_as_long_as_the_run_becomes_a_tenth_of_it():
     with pytest.warns(ContrastkitWarning, match="a warm-up of 4 epochs"):
         assert resolve(PretrainConfig(epochs=4, warmup_epochs=4)).warmup_epochs == 0.4
     assert resolve(PretrainConfig(epochs=4, warmup_epochs=3.5)).warmup_epochs == 3.5
+
+
+def test_a_run_gives_the_moco_options_to_the_methods_that_use_them():
+    run = RunConfig(
+        method="simclr,moco,mocov3", pretrain=PretrainConfig(queue_size=100, symmetric=True)
+    )
+    simclr = recipes.resolve(recipes.for_method(run.pretrain, "simclr", "out/simclr"))
+    moco = recipes.resolve(recipes.for_method(run.pretrain, "moco", "out/moco"))
+    v3 = recipes.resolve(recipes.for_method(run.pretrain, "mocov3", "out/mocov3"))
+    assert (simclr.queue_size, simclr.momentum_ema, simclr.symmetric) == (None, None, False)
+    assert (moco.queue_size, moco.momentum_ema, moco.ema_schedule, moco.symmetric) == (
+        100,
+        0.99,
+        "constant",
+        True,
+    )
+    assert (v3.queue_size, v3.momentum_ema, v3.temperature) == (None, 0.99, 0.2)
+    assert moco.temperature == 0.2 and moco.bn_splits is None
+    split = recipes.resolve(PretrainConfig(method="moco", norm="split", out="x"))
+    assert split.bn_splits == 8
+    with pytest.raises(
+        ContrastkitError, match="is an option of moco and supcon-moco, not of simclr, ce"
+    ):
+        RunConfig(method="simclr,ce", pretrain=PretrainConfig(queue_size=100))

@@ -50,15 +50,21 @@ def completed_epochs(run: Path) -> int:
     return sum('"kind": "epoch"' in line for line in metrics.read_text().splitlines())
 
 
+# MoCo: a queue of 200 keys wraps mid-batch (200 % 32 = 8); split BN shuffles the key batch
+MOCO = ["--method", "moco", "--queue-size", "200", "--norm", "split", "--bn-splits", "4"]
+
+
 @pytest.mark.slow
-def test_kill_9_then_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("method", [[], MOCO], ids=["supcon", "moco"])
+def test_kill_9_then_resume_is_bit_equal_to_an_uninterrupted_run(tmp_path, method):
     ref = tmp_path / "ref"
     killed = tmp_path / "killed"
+    args = [*ARGS, *method]  # the last --method counts
     proc = subprocess.Popen(
-        cli("pretrain", *ARGS, "--out", str(killed)), env=env(), stderr=subprocess.PIPE
+        cli("pretrain", *args, "--out", str(killed)), env=env(), stderr=subprocess.PIPE
     )
     reference = subprocess.Popen(
-        cli("pretrain", *ARGS, "--out", str(ref)), env=env(), stderr=subprocess.PIPE
+        cli("pretrain", *args, "--out", str(ref)), env=env(), stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 240
     while completed_epochs(killed) < 3 and proc.poll() is None and time.monotonic() < deadline:
@@ -84,7 +90,13 @@ def assert_same_training(run: Path, ref: Path, epochs: int) -> None:
     a = load_checkpoint(run / "checkpoints" / "last.pt")
     b = load_checkpoint(ref / "checkpoints" / "last.pt")
     assert a["finished"] and b["finished"] and a["step"] == b["step"] == epochs * 8
-    for part in ["encoder", "head", "optimizer", "scheduler", "scaler", "rng", "epoch"]:
+    assert a.keys() == b.keys()
+    parts = ["encoder", "head", "optimizer", "scheduler", "scaler", "rng", "epoch"]
+    if a["config"]["method"] == "moco":  # key network, queue, its labels and pointer
+        parts.append("momentum")
+        assert {"queue.keys", "queue.ptr", "encoder.features.1.weight"} <= a["momentum"].keys()
+        assert int(a["momentum"]["queue.ptr"]) == epochs * 8 * 32 % 200
+    for part in parts:
         assert_bit_equal(a[part], b[part], part)
     assert step_losses(run) == step_losses(ref)
     assert len(step_losses(run)) == epochs * 8

@@ -52,7 +52,7 @@ BAD_STARTS = [
     ["pretrain", "--data", "fashion-mnist", "--data-root", "{tmp}/nowhere"],
     ["run", "--temperature", "0"],
     ["run", "--lr", "nan"],
-    ["run", "--method", "simclr,moco"],
+    ["run", "--method", "simclr,byol"],
     ["run", "--probe-epochs", "0"],
     ["run", "--probe-lr", "0"],
     ["run", "--momentum", "1"],  # run has every pretrain flag
@@ -61,6 +61,15 @@ BAD_STARTS = [
     ["run", "--knn-t", "inf"],
     ["run", "--augment", "bogus"],
     ["run", "--views", "1"],
+    ["pretrain", "--method", "moco", "--batch-size", "64", "--queue-size", "63"],
+    ["pretrain", "--method", "moco", "--momentum-ema", "1.5"],
+    ["pretrain", "--method", "simclr", "--queue-size", "4096"],
+    ["pretrain", "--method", "mocov3", "--queue-size", "4096"],
+    ["pretrain", "--method", "supcon", "--momentum-ema", "0.9"],
+    ["pretrain", "--method", "supcon-moco", "--symmetric"],
+    ["pretrain", "--method", "moco", "--bn-splits", "4"],
+    ["pretrain", "--method", "moco", "--norm", "split", "--batch-size", "20", "--bn-splits", "8"],
+    ["run", "--method", "simclr,ce", "--ema-schedule", "cosine"],
 ]
 
 
@@ -205,3 +214,50 @@ def test_damaged_metrics_through_resume_and_report(finished, tmp_path, capsys, t
     else:
         assert status == 2
         assert err == f"error: {metrics} {message.format(n=n)}\n"
+
+
+MOCO_ERRORS = [
+    (
+        ["--method", "moco", "--batch-size", "64", "--queue-size", "63"],
+        "error: --queue-size (queue_size) must be at least the 64 keys a step enqueues "
+        "(--batch-size 64), got 63",
+    ),
+    (
+        ["--method", "moco", "--batch-size", "64", "--queue-size", "100", "--symmetric"],
+        "error: --queue-size (queue_size) must be at least the 128 keys a step enqueues "
+        "(--batch-size 64, both views), got 100",
+    ),
+    (
+        ["--method", "moco", "--momentum-ema", "1.5"],
+        "error: --momentum-ema (momentum_ema) must be a finite number in [0, 1], got 1.5",
+    ),
+    (
+        ["--method", "simclr", "--queue-size", "4096"],
+        "error: --queue-size (queue_size) is an option of moco and supcon-moco, not of simclr; "
+        "leave it out or choose --method moco",
+    ),
+    (
+        ["--method", "moco", "--norm", "split", "--batch-size", "20", "--bn-splits", "8"],
+        "error: --bn-splits (bn_splits) must divide the 20 images each process's step holds "
+        "(--batch-size 20 over 1 process(es)), got 8",
+    ),
+    (
+        ["--method", "moco", "--norm", "split", "--sync-bn"],
+        "error: --sync-bn (sync_bn) and --norm split exclude each other: SyncBatchNorm takes "
+        "the statistics over all processes, split batch norm over sub-batches; choose one",
+    ),
+    (
+        ["--method", "moco", "--bn-splits", "4"],
+        "error: --bn-splits (bn_splits) is for --norm split, got --norm batch",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), MOCO_ERRORS, ids=[" ".join(a) for a, _ in MOCO_ERRORS]
+)
+def test_bad_moco_options_name_option_value_and_rule(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(["pretrain", *TINY, "--warmup-epochs", "0", *args, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == message + "\n"
+    assert not out.exists()

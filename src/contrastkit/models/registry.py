@@ -42,7 +42,8 @@ Factory = Callable[..., nn.Module]
 MODELS: dict[str, Factory] = {}
 """Registered encoder factories by name."""
 
-NORMS = ("batch", "group")
+NORMS = ("batch", "group", "split")
+"""``split``: built with batch norm, then split (:mod:`contrastkit.models.split_bn`)."""
 
 
 def register_model(name: str) -> Callable[[Factory], Factory]:
@@ -71,7 +72,7 @@ def norm_layer(norm: str) -> Callable[[int], nn.Module]:
     Raises:
         ContrastkitError: for an unknown ``norm``.
     """
-    if norm == "batch":
+    if norm in ("batch", "split"):  # split: converted after building (split_bn)
         return nn.BatchNorm2d
     if norm == "group":
         return lambda c: nn.GroupNorm(max(1, min(32, c // 4)), c)

@@ -4,7 +4,10 @@ Schema of ``checkpoints/last.pt`` (``format`` 2): ``encoder``, ``head`` (state d
 ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (python, numpy, torch, cuda, augment),
 ``epoch`` (completed epochs), ``step``, ``elapsed`` and ``cpu_elapsed`` (training wall
 and process CPU seconds), ``finished``,
-``config`` (the resolved pretraining config) and ``data`` (normalisation, image shape, classes).
+``config`` (the resolved pretraining config) and ``data`` (normalisation, image shape, classes);
+for the momentum methods (moco, mocov3, supcon-moco) also ``momentum``: the key network's
+state dict (``encoder.*``, ``head.*``) and the queue's (``queue.keys``, ``queue.labels``,
+``queue.ptr``).
 
 A checkpoint holds tensors and plain data only (dicts, lists, tuples, str, int, float, bool,
 None), so it loads with ``torch.load(weights_only=True)``: a file received from someone else is

@@ -30,19 +30,23 @@ from contrastkit.train.rules import (
     CUSTOM_DATA,
     DATA,
     DEVICE,
+    EMA_SCHEDULE,
     EXPORT_FORMAT,
     METHOD,
     METHODS_LIST,
     MODEL,
     MOMENTUM,
+    MOMENTUM_METHODS,
     NON_NEGATIVE,
     NORM,
     OPTIMIZER,
     PATH,
     POSITIVE,
     PRECISION,
+    QUEUE_METHODS,
     SEED,
     SPLIT,
+    UNIT_INTERVAL,
     Rule,
     comma_list,
     spelling,
@@ -61,6 +65,7 @@ __all__ = [
     "RetrievalConfig",
     "RunConfig",
     "SearchConfig",
+    "check_method_options",
     "comma_list",
     "from_dict",
     "load_yaml",
@@ -122,7 +127,10 @@ class PretrainConfig(_Validated):
         rule=AUGMENT,
     )
     method: str = _f(
-        "supcon", "simclr (labels unused), supcon (labels) or ce (cross-entropy)", rule=METHOD
+        "supcon",
+        "simclr (labels unused), supcon (labels), ce (cross-entropy), moco (MoCo v2), mocov3 "
+        "or supcon-moco (supcon with a queue of labelled keys)",
+        rule=METHOD,
     )
     model: str | None = _f(
         None,
@@ -130,7 +138,13 @@ class PretrainConfig(_Validated):
         "module:factory (default: small_cnn for grey images up to 32 px, else resnet18)",
         rule=MODEL,
     )
-    norm: str = _f("batch", "normalisation layers: batch or group (BN-free)", rule=NORM)
+    norm: str = _f(
+        "batch",
+        "normalisation layers: batch, group (BN-free) or split (batch norm over --bn-splits "
+        "sub-batches; the moco methods shuffle the key batch across them)",
+        rule=NORM,
+    )
+    bn_splits: int | None = _f(None, "sub-batches of --norm split (default 8)", rule=AT_LEAST_ONE)
     epochs: int | None = _f(
         None,
         "training epochs (default: the data set's, 100; 30 on fashion-mnist)",
@@ -141,7 +155,11 @@ class PretrainConfig(_Validated):
         "images per step, all processes together, each giving `views` views (default 256)",
         rule=CONTRASTIVE_BATCH,
     )
-    views: int = _f(2, "augmented views per image for simclr/supcon (ce uses 1)", rule=AT_LEAST_ONE)
+    views: int = _f(
+        2,
+        "augmented views per image for simclr/supcon (ce uses 1, the moco methods 2)",
+        rule=AT_LEAST_ONE,
+    )
     optimizer: str = _f("sgd", "sgd (momentum), lars or adamw", rule=OPTIMIZER)
     lr: float | None = _f(
         None, "base learning rate for batch 256 (scaled by batch_size/256)", rule=POSITIVE
@@ -154,7 +172,30 @@ class PretrainConfig(_Validated):
         None, "linear warm-up epochs before the per-step cosine decay", rule=NON_NEGATIVE
     )
     temperature: float | None = _f(
-        None, "loss temperature τ (simclr 0.5, supcon 0.1 by default)", rule=POSITIVE
+        None,
+        "loss temperature τ (simclr 0.5, supcon and supcon-moco 0.1, moco and mocov3 0.2 by "
+        "default)",
+        rule=POSITIVE,
+    )
+    queue_size: int | None = _f(
+        None,
+        "moco, supcon-moco: keys in the FIFO queue of negatives, at least the keys of a step "
+        "(default 4096)",
+        rule=AT_LEAST_ONE,
+    )
+    momentum_ema: float | None = _f(
+        None,
+        "moco methods: momentum m of the key network, key = m·key + (1-m)·query (default 0.99)",
+        rule=UNIT_INTERVAL,
+    )
+    ema_schedule: str | None = _f(
+        None,
+        "moco methods: constant, or cosine (m rises to 1 over the run, BYOL/MoCo v3)"
+        " (default constant)",
+        rule=EMA_SCHEDULE,
+    )
+    symmetric: bool = _f(
+        False, "moco: both views as queries (mean of the two losses); mocov3 always is"
     )
     proj_dim: int = _f(128, "projection-head output size D", rule=AT_LEAST_ONE)
     knn_k: int | None = _f(
@@ -473,6 +514,7 @@ def validate(config: Any) -> None:
             rule.check(f.name, value)
     if isinstance(config, RunConfig):
         _check_views(config.methods, config.pretrain.views)
+        check_method_options(config.methods, config.pretrain)
     if isinstance(config, PretrainConfig):
         _check_views([config.method], config.views)
         _check_split(config)
@@ -494,6 +536,50 @@ def _check_tensorboard(wanted: bool) -> None:
         raise ContrastkitError(
             f"{spelling('tensorboard')} needs the tensorboard package: pip install tensorboard"
         )
+
+
+METHOD_OPTIONS = {
+    "queue_size": QUEUE_METHODS,
+    "momentum_ema": MOMENTUM_METHODS,
+    "ema_schedule": MOMENTUM_METHODS,
+    "symmetric": ("moco", "mocov3"),
+}
+"""The options only some methods use, and those methods (set for no method: refused)."""
+
+
+def check_method_options(methods: list[str], config: PretrainConfig) -> None:
+    """Refuse an option no method of ``methods`` uses, a too small queue, a stray --bn-splits.
+
+    A ``RunConfig`` checks its pretraining options against its methods when built; a single
+    method's config is checked when its recipe is resolved (:func:`recipes.resolve`), since a
+    ``RunConfig``'s ``pretrain`` holds no method of its own.
+
+    Raises:
+        ContrastkitError: naming the option, its value and what it expects.
+    """
+    for name, users in METHOD_OPTIONS.items():
+        if getattr(config, name) not in (None, False) and not set(methods) & set(users):
+            raise ContrastkitError(
+                f"{spelling(name)} is an option of {' and '.join(users)}, not of "
+                f"{', '.join(methods)}; leave it out or choose --method {users[0]}"
+            )
+    if config.sync_bn and config.norm == "split":
+        raise ContrastkitError(
+            f"{spelling('sync_bn')} and --norm split exclude each other: SyncBatchNorm takes "
+            "the statistics over all processes, split batch norm over sub-batches; choose one"
+        )
+    if config.bn_splits is not None and config.norm != "split":
+        raise ContrastkitError(
+            f"{spelling('bn_splits')} is for --norm split, got --norm {config.norm}"
+        )
+    batch, queue = config.batch_size, config.queue_size
+    if batch is not None and queue is not None:
+        keys = batch * (2 if config.symmetric else 1)
+        if queue < keys:
+            raise ContrastkitError(
+                f"{spelling('queue_size')} must be at least the {keys} keys a step enqueues "
+                f"(--batch-size {batch}{', both views' if config.symmetric else ''}), got {queue}"
+            )
 
 
 def _check_split(config: PretrainConfig) -> None:

@@ -97,6 +97,7 @@ def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         method=cfg["method"],
         shape=shape,
         proj_dim=cfg["proj_dim"],
+        bn_splits=cfg.get("bn_splits"),
     )
     encoder.load_state_dict(ckpt["encoder"])
     finished = bool(ckpt.get("finished", True))

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from contrastkit import distributed
 from contrastkit.data import MultiViewAugment
 from contrastkit.train.config import PretrainConfig
-from contrastkit.train.device import autocast
 from contrastkit.train.methods import get_method
 from contrastkit.train.rundata import augment_seed, epoch_batches
 from contrastkit.train.state import TrainingState
@@ -20,34 +18,29 @@ from contrastkit.train.state import TrainingState
 def compute_loss(
     cfg: PretrainConfig, state: TrainingState, views: Tensor, labels: Tensor
 ) -> Tensor:
-    """The method's loss on a batch of augmented views.
+    """The method's loss on a batch of augmented views (:meth:`Method.batch_loss`).
 
     The network runs under autocast; its output is cast to float32 for the loss (similarities,
     log-sum-exp). Under ``torchrun`` the contrastive losses gather the views of every process.
 
     Args:
         cfg: The run's config (method, temperature, memory format).
-        state: Holds the network.
+        state: Holds the network (and a momentum method's key network and queue).
         views: Shape: (B, V, C, H, W).
         labels: Shape: (B,).
 
     Returns:
         A 0-dim loss.
     """
-    method = get_method(cfg.method)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    assert cfg.temperature is not None
-    x = method.inputs(views).contiguous(memory_format=fmt)
-    with autocast(views.device.type, state.amp_dtype):
-        out = state.network(x).float()
-    gather = distributed.is_distributed()
-    return method.loss(out, labels, views.shape[1], cfg.temperature, gather)
+    return get_method(cfg.method).batch_loss(cfg, state, views, labels)
 
 
 def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels: Tensor) -> float:
-    """One optimisation step (loss, backward, optimiser, schedule); returns the loss value.
+    """One optimisation step (loss, backward, optimiser, schedule, the method's own update).
 
-    Under ``torchrun`` the value is the mean over processes: the loss of the global batch.
+    A momentum method then updates its key network and enqueues the step's keys
+    (:meth:`Method.after_step`). Returns the loss value; under ``torchrun`` the mean over
+    processes: the loss of the global batch.
     """
     loss = compute_loss(cfg, state, views, labels)  # autocast inside, around the network only
     state.optimizer.zero_grad(set_to_none=True)
@@ -55,6 +48,7 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
+    get_method(cfg.method).after_step(cfg, state)
     return float(distributed.all_reduce(loss.detach(), "mean"))
 
 
@@ -86,6 +80,8 @@ def train_epoch(
     world = distributed.world_size()
     state.encoder.train()
     state.head.train()
+    if state.momentum is not None:  # the key network normalises with its batches' statistics
+        state.momentum.train()
     # different augmentations on every process, reproducible per (seed, epoch, rank)
     seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
     state.generators["augment"].manual_seed(seed)

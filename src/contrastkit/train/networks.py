@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from contrastkit.models import create_model
+from contrastkit.models.split_bn import convert_split_bn
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,27 @@ def default_model(shape: DataShape) -> str:
 
 
 def build_networks(
-    *, model: str, norm: str, method: str, shape: DataShape, proj_dim: int
+    *,
+    model: str,
+    norm: str,
+    method: str,
+    shape: DataShape,
+    proj_dim: int,
+    bn_splits: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """Return ``(encoder, head)``: the encoder and the head the method trains on it."""
+    """Return ``(encoder, head)``: the encoder and the head the method trains on it.
+
+    ``norm="split"`` builds them with batch norm, then makes every batch norm a
+    :class:`~contrastkit.models.split_bn.SplitBatchNorm` of ``bn_splits`` sub-batches (its
+    state dict is batch norm's).
+    """
     from contrastkit.train.methods import get_method
 
-    encoder = create_model(model, in_channels=shape.channels, image_size=shape.size, norm=norm)
+    base = "batch" if norm == "split" else norm
+    encoder = create_model(model, in_channels=shape.channels, image_size=shape.size, norm=base)
     features = int(encoder.num_features)  # type: ignore[arg-type]
-    head = get_method(method).head(features, shape.num_classes, proj_dim, norm)
+    head = get_method(method).head(features, shape.num_classes, proj_dim, base)
+    if norm == "split":
+        assert bn_splits is not None  # resolved (recipes.resolve)
+        encoder, head = convert_split_bn(encoder, bn_splits), convert_split_bn(head, bn_splits)
     return encoder, head

@@ -192,9 +192,10 @@ def _pretrain(
 ) -> PretrainResult:
     assert cfg.batch_size is not None and cfg.epochs is not None  # resolved (recipes.resolve)
     batch_size, epochs = cfg.batch_size, cfg.epochs
-    _launch_errors(lambda: launch.local_batch_size(batch_size))
+    local = _launch_errors(lambda: launch.local_batch_size(batch_size))
     launch.check_sync_bn(cfg.sync_bn, device)
     run_data = load_run_data(cfg, source, test_data)
+    _check_bn_splits(cfg, min(local, len(run_data.train) // distributed.world_size()))
     # the model as later commands rebuild it: a user's registered factory by its import path
     cfg = replace(cfg, model=recorded_name(cfg.model or default_model(run_data.shape)))
     augment = augmentation(cfg, source, run_data.shape)
@@ -212,6 +213,23 @@ def _pretrain(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_bn_splits(cfg: PretrainConfig, local: int) -> None:
+    """Refuse ``--bn-splits`` that does not divide the images of each process's step.
+
+    Raises:
+        ContrastkitError: naming the split count and the batch.
+    """
+    if cfg.norm != "split":
+        return
+    assert cfg.bn_splits is not None  # resolved (recipes.resolve)
+    if local % cfg.bn_splits:
+        raise ContrastkitError(
+            f"--bn-splits (bn_splits) must divide the {local} images each process's step holds "
+            f"(--batch-size {cfg.batch_size} over {distributed.world_size()} process(es)), got "
+            f"{cfg.bn_splits}"
+        )
 
 
 def _start(

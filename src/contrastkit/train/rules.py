@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 from contrastkit.errors import ContrastkitError
 
-METHODS = ("simclr", "supcon", "ce")
+METHODS = ("simclr", "supcon", "ce", "moco", "mocov3", "supcon-moco")
+MOMENTUM_METHODS = ("moco", "mocov3", "supcon-moco")
+"""The methods with a momentum (EMA) key network (``--momentum-ema``, ``--ema-schedule``)."""
+QUEUE_METHODS = ("moco", "supcon-moco")
+"""The methods with a queue of keys (``--queue-size``)."""
+EMA_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -47,6 +52,7 @@ class Bounds:
     above: bool = False
     high: float | None = None
     why: str = ""
+    closed: bool = False
 
     def expected(self, integer: bool) -> str:
         """The rule in words, e.g. ``a finite number > 0`` or ``an integer >= 1``."""
@@ -56,14 +62,18 @@ class Bounds:
             text = f"{kind} {'>' if self.above else '>='} {low}"
         else:
             high = f"{self.high:g}" if not integer else f"2**{int(self.high).bit_length() - 1}"
-            text = f"{kind} in {'(' if self.above else '['}{low}, {high})"
+            close = "]" if self.closed else ")"
+            text = f"{kind} in {'(' if self.above else '['}{low}, {high}{close}"
         return text + (f" ({self.why})" if self.why else "")
 
     def check(self, name: str, value: float) -> None:
         """Raise :class:`ContrastkitError` naming the option unless ``value`` keeps the rule."""
         finite = isinstance(value, int) or math.isfinite(value)
         ok = finite and (value > self.low if self.above else value >= self.low)
-        if not ok or (self.high is not None and value >= self.high):
+        too_high = self.high is not None and (
+            value > self.high if self.closed else value >= self.high
+        )
+        if not ok or too_high:
             integer = isinstance(value, int)
             raise ContrastkitError(
                 f"{spelling(name)} must be {self.expected(integer)}, got {value!r}"
@@ -165,6 +175,8 @@ DEVICE = Names(
 )
 AT_LEAST_TWO = Bounds(2)
 MOMENTUM = Bounds(0, high=1)
+UNIT_INTERVAL = Bounds(0, high=1, closed=True)
+EMA_SCHEDULE = Names("EMA schedule", lambda: EMA_SCHEDULES)
 SEED = Bounds(0, high=2**63)
 CONTRASTIVE_BATCH = Bounds(2, why="a contrastive batch needs negatives")
 PATH = Text("path")

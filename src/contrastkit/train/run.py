@@ -157,7 +157,7 @@ def _train_methods(
         if resuming:
             method_cfg = resume.method_options(out, cfg)
         else:
-            method_cfg = recipes.resolve(replace(recipe, method=method, out=str(out)))
+            method_cfg = recipes.resolve(recipes.for_method(recipe, method, str(out)))
         # knn.json, computed right below from the final weights, closes the kNN curve; after
         # --limit the monitor's bank is the subset, so there the last epoch is monitored too
         final_knn = recipe.limit is not None

@@ -17,6 +17,8 @@ from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import launch
 from contrastkit.train.config import PretrainConfig, to_dict
 from contrastkit.train.device import autocast_dtype
+from contrastkit.train.methods import get_method
+from contrastkit.train.momentum import MomentumKeys
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.optim import build_optimizer
 from contrastkit.train.rundata import steps_per_epoch
@@ -42,7 +44,8 @@ class TrainingState:
     """Everything a checkpoint restores, and the network the step calls.
 
     ``network`` is ``EncoderWithHead(encoder, head)``, DDP-wrapped under ``torchrun``; evaluation
-    and checkpoints use ``encoder`` and ``head`` themselves.
+    and checkpoints use ``encoder`` and ``head`` themselves. ``momentum`` is a momentum
+    method's key network and queue (None for the others).
     """
 
     encoder: nn.Module
@@ -57,6 +60,7 @@ class TrainingState:
     step: int = 0
     elapsed: float = 0.0
     cpu_elapsed: float = 0.0
+    momentum: MomentumKeys | None = None
 
 
 def build_training_state(
@@ -67,11 +71,22 @@ def build_training_state(
     assert cfg.model is not None and cfg.lr is not None and cfg.warmup_epochs is not None
     assert cfg.epochs is not None and cfg.batch_size is not None  # resolved (recipes.resolve)
     encoder, head = build_networks(
-        model=cfg.model, norm=cfg.norm, method=cfg.method, shape=shape, proj_dim=cfg.proj_dim
+        model=cfg.model,
+        norm=cfg.norm,
+        method=cfg.method,
+        shape=shape,
+        proj_dim=cfg.proj_dim,
+        bn_splits=cfg.bn_splits,
     )
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     encoder = encoder.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     head = head.to(device)
+    per_epoch = steps_per_epoch(n_train, cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    # a momentum method's key network starts as a copy of the (unwrapped) query networks
+    momentum = get_method(cfg.method).momentum_state(cfg, encoder, head, total)
+    if momentum is not None:
+        momentum = momentum.to(device)
     # under torchrun: DDP (and SyncBatchNorm with sync_bn); unlaunched: the module itself
     network = launch.wrap_model(EncoderWithHead(encoder, head), device, sync_bn=cfg.sync_bn)
     peak_lr = cfg.lr * cfg.batch_size / 256
@@ -82,8 +97,6 @@ def build_training_state(
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay or 0.0,
     )
-    per_epoch = steps_per_epoch(n_train, cfg.batch_size)
-    total = cfg.epochs * per_epoch
     warmup = min(total, round(cfg.warmup_epochs * per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total_steps=total, warmup_steps=warmup)
@@ -95,7 +108,15 @@ def build_training_state(
     # generator is reseeded per (seed, epoch, rank) at the start of every epoch
     generators = {"augment": torch.Generator(device=device).manual_seed(cfg.seed + 1)}
     return TrainingState(
-        encoder, head, network, optimizer, scheduler, scaler, generators, amp_dtype
+        encoder,
+        head,
+        network,
+        optimizer,
+        scheduler,
+        scaler,
+        generators,
+        amp_dtype,
+        momentum=momentum,
     )
 
 
@@ -103,7 +124,7 @@ def state_dict(
     state: TrainingState, cfg: PretrainConfig, shape: DataShape, finished: bool
 ) -> dict[str, Any]:
     """The checkpoint of ``state`` (schema in :mod:`contrastkit.train.checkpoint`)."""
-    return {
+    ckpt = {
         "format": ckpt_io.FORMAT,
         "encoder": state.encoder.state_dict(),
         "head": state.head.state_dict(),
@@ -119,6 +140,9 @@ def state_dict(
         "config": to_dict(cfg),
         "data": shape.__dict__,
     }
+    if state.momentum is not None:  # key network, queue, its labels and pointer: tensors
+        ckpt["momentum"] = state.momentum.state_dict()
+    return ckpt
 
 
 def load_state(state: TrainingState, ckpt: dict[str, Any]) -> None:
@@ -131,3 +155,5 @@ def load_state(state: TrainingState, ckpt: dict[str, Any]) -> None:
     ckpt_io.restore_rng_state(ckpt["rng"], state.generators)
     state.epoch, state.step, state.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
     state.cpu_elapsed = ckpt["cpu_elapsed"]
+    if state.momentum is not None:
+        state.momentum.load_state_dict(ckpt["momentum"])
