@@ -13,7 +13,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
+from contrastkit.data import dataset_info, resolve_dataset
+from contrastkit.data.registry import Split
+from contrastkit.data.shards import iter_images
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
@@ -121,7 +123,7 @@ def neighbours(k: int, bank_size: int, what: str) -> int:
     return bank_size
 
 
-def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
+def _split(run: LoadedRun, data: DataArg, split: str) -> Split:
     """Load ``split`` of the run's data set, or materialise the ``Dataset`` given instead."""
     if data is not None and not isinstance(data, str):
         return resolve_dataset(data, split)
@@ -144,10 +146,11 @@ def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
     )
 
 
-def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
+def _features(run: LoadedRun, ds: Split) -> Tensor:
+    workers = int(run.config.get("workers", 2))
     return extract_features(
         run.encoder,
-        ds.images,
+        iter_images(ds, 512, workers=workers, pin_memory=run.device.type == "cuda"),
         mean=run.shape.mean,
         std=run.shape.std,
         device=run.device,
@@ -155,7 +158,7 @@ def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
     )
 
 
-def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
+def _labelled(ds: Split, what: str) -> Split:
     if not ds.has_labels:
         raise ContrastkitError(f"{what} ({ds.name}) has unlabelled images: cannot evaluate on it")
     return ds
@@ -196,8 +199,8 @@ def _write_probe(
     path: Path,
     run: LoadedRun,
     cfg: ProbeConfig,
-    train: ImageTensorDataset,
-    test: ImageTensorDataset,
+    train: Split,
+    test: Split,
     ftr: Tensor,
     fte: Tensor,
     t0: float,
@@ -296,8 +299,8 @@ def _write_knn(
     path: Path,
     run: LoadedRun,
     cfg: KnnConfig,
-    train: ImageTensorDataset,
-    test: ImageTensorDataset,
+    train: Split,
+    test: Split,
     ftr: Tensor,
     fte: Tensor,
     t0: float,
