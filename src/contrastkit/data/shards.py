@@ -332,6 +332,9 @@ def batch_loader(
         pin_memory=pin_memory,
         prefetch_factor=2 if workers else None,
         persistent_workers=persistent and workers > 0,
+        # its own generator: a loader's pass draws a worker seed from it, which would
+        # otherwise advance torch's global generator (a checkpoint's rng) per epoch
+        generator=torch.Generator().manual_seed(0),
     )
 
 
