@@ -69,7 +69,7 @@ def test_pretrain_on_shards_equals_pretrain_in_memory_bit_for_bit(digits_shards,
     from contrastkit.train.config import PretrainConfig
     from contrastkit.train.pretrain import pretrain
 
-    kw = {"epochs": 2, "batch_size": 128, "warmup_epochs": 0.5, "device": "cpu", "quiet": True}
+    kw = {"epochs": 1, "batch_size": 128, "warmup_epochs": 0.5, "device": "cpu", "quiet": True}
     mem = pretrain(PretrainConfig(data="digits", out=str(tmp_path / "mem"), seed=5, **kw))
     data = f"shards:{digits_shards}"
     shard = pretrain(PretrainConfig(data=data, out=str(tmp_path / "sh"), seed=5, workers=2, **kw))

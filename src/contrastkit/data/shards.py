@@ -158,6 +158,8 @@ class ShardSplit:
         self._shard_of = np.repeat(np.arange(len(tables)), [len(t) for t in tables])
         self._offset, self._length = table[:, 0].copy(), table[:, 1].copy()
         self.labels = torch.from_numpy(table[:, 2].copy())
+        if not self.classes and self.has_labels:  # a Dataset without .classes: as in memory
+            self.classes = [str(i) for i in range(int(self.labels.max()) + 1)]
         self._files: dict[int, int] = {}  # shard number -> descriptor, per process
         self._pid = os.getpid()
 
