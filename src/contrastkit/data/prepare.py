@@ -213,6 +213,17 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
+def _one_thread() -> None:
+    """A writer process computes on one thread, as a DataLoader worker does.
+
+    A forked child that enters an OpenMP region its parent had threads for waits forever
+    (a ``Dataset`` source resizing with torch did): one thread needs no pool.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _write_shard(task: _Task) -> dict[str, Any]:
     """Write one shard (tar, ``.idx.npy``, ``.json``) atomically; return its summary."""
     src = _SOURCES[task.split]
@@ -416,7 +427,8 @@ def _write_all(
             results[t] = _write_shard(t)
             bar.update(t.stop - t.start)
     else:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(todo))) as pool:
+        pool = multiprocessing.get_context("fork").Pool(min(workers, len(todo)), _one_thread)
+        with pool:
             for t, summary in zip(todo, pool.imap(_write_shard, todo), strict=True):
                 results[t] = summary
                 bar.update(t.stop - t.start)
