@@ -22,7 +22,7 @@ from contrastkit.errors import ContrastkitError, ContrastkitWarning
 
 Command = Callable[[argparse.Namespace, dict[str, Any]], None]
 
-POSITIONAL = {"run_dir"}
+POSITIONAL = {"run_dir", "source"}
 
 
 def _field_type(hint: Any) -> Any:
@@ -205,6 +205,18 @@ def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     print(f"wrote {embed(from_dict(EmbedConfig, given))}")
 
 
+def _cmd_prepare(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.data.prepare import prepare
+    from contrastkit.train.config import PrepareConfig, from_dict
+
+    cfg = from_dict(PrepareConfig, given)
+    opts = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("source", "out")}
+    index = prepare(cfg.source, cfg.out, **opts)
+    counts = ", ".join(f"{s} {v['count']}" for s, v in index["splits"].items())
+    print(f"prepared {counts} images of {index['image_shape']} in {cfg.out}")
+    print(f"train with: contrastkit run --data shards:{cfg.out}")
+
+
 def _cmd_report(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.report import build_report
 
@@ -251,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         ExportConfig,
         IndexConfig,
         KnnConfig,
+        PrepareConfig,
         PretrainConfig,
         ProbeConfig,
         RetrievalConfig,
@@ -264,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     commands: list[tuple[str, type, Command, str]] = [
+        (
+            "prepare",
+            PrepareConfig,
+            _cmd_prepare,
+            "write a data set once as tar shards, for --data shards:DIR",
+        ),
         ("pretrain", PretrainConfig, _cmd_pretrain, "pretrain an encoder (simclr, supcon or ce)"),
         (
             "linear-probe",

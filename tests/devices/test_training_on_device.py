@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from device_params import cuda, deterministic, skip_without_bf16
+from device_params import DEVICES, cuda, deterministic, skip_without_bf16
 
 import contrastkit
 from bit_equal import assert_bit_equal
@@ -117,8 +117,23 @@ def test_training_learns_and_resumes_bit_equal(tmp_path, device, precision):
     assert resumed.knn_acc == done.knn_acc
 
 
-def test_streaming_loader_pins_memory_for_the_device():
-    pytest.skip(
-        "the streaming loader (issue 22) is not built yet: this is where its pin_memory=True "
-        "batches are to be checked to reach the GPU by non_blocking copies, equal to unpinned ones"
-    )
+@pytest.mark.parametrize("device", DEVICES)
+def test_streaming_loader_pins_memory_for_the_device(device, tmp_path):
+    import torch
+
+    from contrastkit.data import load_dataset
+    from contrastkit.data.prepare import prepare
+    from contrastkit.data.shards import ShardSplit
+    from contrastkit.train.rundata import TrainBatches, epoch_batches
+
+    prepare("digits", tmp_path / "sh", shard_size=500, quiet=True)
+    split = ShardSplit(tmp_path / "sh", "train")
+    source = load_dataset("digits", "train")
+    batches = epoch_batches(len(split), 100, seed=0, epoch=0)
+    data = TrainBatches(split, torch.device(device), workers=2)
+    assert data.loader.pin_memory == (device == "cuda")  # type: ignore[attr-defined]
+    for k, (images, labels) in enumerate(data(batches)):
+        assert images.device.type == device and labels.device.type == device
+        # the non_blocking copies of pinned batches equal the in-memory images
+        assert torch.equal(images.cpu(), source.images[batches[k]])
+        assert torch.equal(labels.cpu(), source.labels[batches[k]])

@@ -11,6 +11,7 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.train.config import (
     EmbedConfig,
     KnnConfig,
+    PrepareConfig,
     PretrainConfig,
     ProbeConfig,
     ProbeSettings,
@@ -45,7 +46,15 @@ def test_augment_help_names_every_preset():
 
 # --- every option is validated, in one place ----------------------------------------------------
 
-CONFIGS = [PretrainConfig, ProbeConfig, ProbeSettings, KnnConfig, EmbedConfig, RunConfig]
+CONFIGS = [
+    PretrainConfig,
+    ProbeConfig,
+    ProbeSettings,
+    KnnConfig,
+    EmbedConfig,
+    RunConfig,
+    PrepareConfig,
+]
 FREE_TEXT = {"data_root", "train_split"}  # a directory the loader checks; a split checked below
 
 
@@ -66,6 +75,10 @@ BAD = [
     (PretrainConfig, "data", "folder:", "unknown data set 'folder:' for --data (data)"),
     (PretrainConfig, "image_size", 0, "--image-size (image_size) must be an integer >= 1, got 0"),
     (PretrainConfig, "limit", 1, "--limit (limit) must be an integer >= 2, got 1"),
+    (PretrainConfig, "workers", -1, "--workers (workers) must be an integer >= 0, got -1"),
+    (PretrainConfig, "max_steps", 0, "--max-steps (max_steps) must be an integer >= 1, got 0"),
+    (PretrainConfig, "save_every", 0, "--save-every (save_every) must be an integer >= 1, got 0"),
+    (PretrainConfig, "data", "shards:", "unknown data set 'shards:' for --data (data)"),
     (PretrainConfig, "augment", "bogus", "unknown augmentation preset 'bogus' for --augment"),
     (PretrainConfig, "method", "byol", "unknown method 'byol' for --method (method)"),
     (PretrainConfig, "model", "vit", "unknown model 'vit' for --model (model)"),

@@ -1,4 +1,8 @@
-"""The data-set registry: a name (``digits``, ``cifar10``, ``folder:PATH``…) → in-memory splits."""
+"""The data-set registry: a name (``digits``, ``cifar10``, ``folder:PATH``…) → in-memory splits.
+
+``shards:DIR`` (a directory written by ``contrastkit prepare``) gives a
+:class:`~contrastkit.data.shards.ShardSplit` instead: labels in memory, images read on demand.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,15 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from contrastkit.data.shards import PREFIX as SHARDS_PREFIX
+from contrastkit.data.shards import ShardSplit, read_index
 from contrastkit.data.tensor_dataset import ImageTensorDataset, as_image_dataset
 from contrastkit.errors import ContrastkitError
 
-Loader = Callable[[str, Path | None, bool, int | None], ImageTensorDataset]
+Split = ImageTensorDataset | ShardSplit
+"""A loaded split: in memory, or prepared shards read on demand."""
+
+Loader = Callable[[str, Path | None, bool, int | None], Split]
 
 
 @dataclass(frozen=True)
@@ -71,23 +80,32 @@ FOLDER_PREFIX = "folder:"
 
 def dataset_names() -> list[str]:
     """Return every accepted data-set name (``folder:PATH`` stands for any folder)."""
-    return [*DATASETS, "folder:PATH"]
+    return [*DATASETS, "folder:PATH", "shards:DIR"]
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Return the registry entry of ``name`` (``folder:PATH`` included).
+    """Return the registry entry of ``name`` (``folder:PATH`` and ``shards:DIR`` included).
 
     Raises:
-        ContrastkitError: for an unknown name, listing the known ones.
+        ContrastkitError: for an unknown name, listing the known ones; for ``shards:DIR``
+            that is not a prepared directory, saying how to make one.
     """
+    if name.startswith(SHARDS_PREFIX):
+        root = Path(name[len(SHARDS_PREFIX) :])
+        if not str(root):
+            raise ContrastkitError("shards: needs a directory, e.g. shards:/data/my-shards")
+        index = read_index(root)
+
+        def shards(split: str, _r: Path | None, _d: bool, _s: int | None) -> Split:
+            return ShardSplit(root, split)
+
+        return DatasetInfo(shards, tuple(index["splits"]), str(index.get("preset", "simclr")))
     if name.startswith(FOLDER_PREFIX):
         path = Path(name[len(FOLDER_PREFIX) :])
         if not str(path):
             raise ContrastkitError("folder: needs a path, e.g. folder:/data/my-images")
 
-        def load(
-            split: str, root: Path | None, download: bool, size: int | None
-        ) -> ImageTensorDataset:
+        def load(split: str, root: Path | None, download: bool, size: int | None) -> Split:
             from contrastkit.data.folder import load_folder
 
             return load_folder(path, split, size)
@@ -107,7 +125,7 @@ def load_dataset(
     root: str | Path | None = None,
     download: bool = False,
     image_size: int | None = None,
-) -> ImageTensorDataset:
+) -> Split:
     """Load split ``split`` of the registered data set ``name`` into memory.
 
     Args:
@@ -118,7 +136,8 @@ def load_dataset(
         image_size: Resize folder images to this square size (folder only).
 
     Returns:
-        The images as uint8 (N, C, H, W) with int64 labels (N,), -1 where unlabelled.
+        The images as uint8 (N, C, H, W) with int64 labels (N,), -1 where unlabelled
+        (``shards:DIR``: a :class:`~contrastkit.data.shards.ShardSplit`).
 
     Raises:
         ContrastkitError: on an unknown name or split, missing or corrupt files.
@@ -138,8 +157,8 @@ def resolve_dataset(
     root: str | Path | None = None,
     download: bool = False,
     image_size: int | None = None,
-) -> ImageTensorDataset:
-    """Return ``data`` in memory: load a registry name, or materialise a ``Dataset`` object."""
+) -> Split:
+    """Return ``data``: load a registry name, or materialise a ``Dataset`` object in memory."""
     if isinstance(data, str):
         return load_dataset(data, split, root=root, download=download, image_size=image_size)
     return as_image_dataset(data, name=f"dataset ({split})")

@@ -79,6 +79,12 @@ class ImageTensorDataset(Dataset[tuple[Tensor, int]]):
         )
 
 
+def limit_indices(n: int, limit: int) -> Tensor:
+    """The seeded random subset ``--limit`` keeps: the first ``limit`` of a permutation (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randperm(n, generator=g)[:limit]
+
+
 def to_uint8_images(x: Tensor) -> Tensor:
     """Convert one image or a batch to uint8: floats are read as 0–1, integers as 0–255."""
     if x.dtype == torch.uint8:

@@ -31,6 +31,7 @@ from contrastkit.train.rules import (
     DATA,
     DEVICE,
     EMA_SCHEDULE,
+    ENCODING,
     EXPORT_FORMAT,
     METHOD,
     METHODS_LIST,
@@ -59,6 +60,7 @@ __all__ = [
     "IndexConfig",
     "KnnConfig",
     "Option",
+    "PrepareConfig",
     "PretrainConfig",
     "ProbeConfig",
     "ProbeSettings",
@@ -108,7 +110,8 @@ class PretrainConfig(_Validated):
 
     data: str = _f(
         "digits",
-        "data set: digits, fashion-mnist, cifar10, cifar100, stl10 or folder:PATH",
+        "data set: digits, fashion-mnist, cifar10, cifar100, stl10, folder:PATH or shards:DIR "
+        "(a directory written by contrastkit prepare)",
         rule=DATA,
     )
     data_root: str | None = _f(None, "directory of the data files (each data set has a default)")
@@ -222,6 +225,24 @@ class PretrainConfig(_Validated):
         rule=PATH,
         run_help="directory of the whole run, one sub-directory per method "
         "(default runs/<data>-<timestamp>)",
+    )
+    workers: int = _f(
+        2,
+        "DataLoader processes reading shards:DIR (0 = the training process; in-memory data "
+        "sets use none)",
+        rule=NON_NEGATIVE,
+    )
+    max_steps: int | None = _f(
+        None,
+        "stop after this many optimiser steps in total and finish the run there (the "
+        "learning-rate schedule stays that of --epochs)",
+        rule=AT_LEAST_ONE,
+    )
+    save_every: int | None = _f(
+        None,
+        "also checkpoint every this many steps within an epoch (a killed run resumes from "
+        "there; default: at the end of each epoch only)",
+        rule=AT_LEAST_ONE,
     )
     quiet: bool = _f(False, "no progress bars (and no epoch lines when stderr is not a terminal)")
     tensorboard: bool = _f(
@@ -348,6 +369,35 @@ class SearchConfig(_Validated):
     def directory(self) -> str:
         """The index directory: ``index``, or ``RUN_DIR/index``."""
         return self.index if self.index is not None else str(Path(self.run_dir) / "index")
+
+
+@dataclass
+class PrepareConfig(_Validated):
+    """Options of ``contrastkit prepare``: a data set written once as tar shards (``shards:DIR``)."""
+
+    source: str = _f(
+        "",
+        "data set to prepare: digits, fashion-mnist, cifar10, cifar100, stl10 or folder:PATH",
+        rule=DATA,
+    )
+    out: str = _f("", "directory to write (then train with --data shards:OUT)", rule=PATH)
+    image_size: int | None = _f(None, "resize folder images to this square size", rule=AT_LEAST_ONE)
+    limit: int | None = _f(
+        None,
+        "keep only this many training images (the seeded subset pretrain --limit takes)",
+        rule=AT_LEAST_TWO,
+    )
+    shard_size: int = _f(5000, "samples per shard", rule=AT_LEAST_ONE)
+    encoding: str = _f(
+        "raw", "raw (.npy uint8, fastest to read) or png (smaller on disk)", rule=ENCODING
+    )
+    workers: int = _f(2, "processes writing shards", rule=AT_LEAST_ONE)
+    skip_bad: bool = _f(
+        False, "skip unreadable images (listed in index.json and on stderr) instead of stopping"
+    )
+    data_root: str | None = _f(None, "directory of the data files (each data set has a default)")
+    download: bool = _f(False, "download the data with torchvision first (needs internet)")
+    quiet: bool = _f(False, "no progress bar")
 
 
 @dataclass

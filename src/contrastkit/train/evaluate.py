@@ -15,6 +15,8 @@ from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
 from contrastkit.data.adapt import adapt_images
+from contrastkit.data.registry import Split
+from contrastkit.data.shards import iter_images
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
@@ -132,7 +134,7 @@ def neighbours(k: int, bank_size: int, what: str) -> int:
     return bank_size
 
 
-def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
+def _split(run: LoadedRun, data: DataArg, split: str) -> Split:
     """Load ``split`` of the run's data set, or materialise the ``Dataset`` given instead."""
     if data is not None and not isinstance(data, str):
         return resolve_dataset(data, split)
@@ -155,10 +157,11 @@ def _split(run: LoadedRun, data: DataArg, split: str) -> ImageTensorDataset:
     )
 
 
-def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
+def _features(run: LoadedRun, ds: Split) -> Tensor:
+    workers = int(run.config.get("workers", 2))
     return extract_features(
         run.encoder,
-        ds.images,
+        iter_images(ds, 512, workers=workers, pin_memory=run.device.type == "cuda"),
         mean=run.shape.mean,
         std=run.shape.std,
         device=run.device,
@@ -166,7 +169,7 @@ def _features(run: LoadedRun, ds: ImageTensorDataset) -> Tensor:
     )
 
 
-def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
+def _labelled(ds: Split, what: str) -> Split:
     if not ds.has_labels:
         raise ContrastkitError(f"{what} ({ds.name}) has unlabelled images: cannot evaluate on it")
     return ds
@@ -206,6 +209,11 @@ def _other_split(
             f"data set {name!r} has no split {split!r}; choose one of {', '.join(info.splits)}"
         )
     ds = resolve_dataset(name, split, root=root, download=False)
+    if not isinstance(ds, ImageTensorDataset):
+        raise ContrastkitError(
+            f"--data {name}: another data set is adapted in memory, and a shards:DIR split is "
+            "streamed; evaluate the registry data set or folder it was prepared from instead"
+        )
     images, notes = adapt_images(ds.images, run.shape.channels, run.shape.size)
     adapted = ImageTensorDataset(images, ds.labels, ds.classes, f"{ds.name} (adapted)")
     return adapted, Transfer(name, notes)
@@ -217,7 +225,7 @@ def _eval_splits(
     train_data: DataArg,
     test_data: DataArg,
     what: str,
-) -> tuple[ImageTensorDataset, ImageTensorDataset, Transfer | None]:
+) -> tuple[Split, Split, Transfer | None]:
     """The labelled train and test splits an evaluation uses: the run's, given, or ``cfg.data``'s."""
     if cfg.data is None:
         train = _labelled(_split(run, train_data, "train"), f"{what}'s training data")
@@ -272,8 +280,8 @@ def _write_probe(
     path: Path,
     run: LoadedRun,
     cfg: ProbeConfig,
-    train: ImageTensorDataset,
-    test: ImageTensorDataset,
+    train: Split,
+    test: Split,
     ftr: Tensor,
     fte: Tensor,
     t0: float,
@@ -384,8 +392,8 @@ def _write_knn(
     path: Path,
     run: LoadedRun,
     cfg: KnnConfig,
-    train: ImageTensorDataset,
-    test: ImageTensorDataset,
+    train: Split,
+    test: Split,
     ftr: Tensor,
     fte: Tensor,
     t0: float,
@@ -484,6 +492,7 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
     cfg = _as_config(RetrievalConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
     transfer = None
+    reference: Split
     if cfg.data is not None:
         if data is not None:
             raise ContrastkitError(

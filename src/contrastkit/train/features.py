@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -12,7 +14,7 @@ from contrastkit.train.device import autocast
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module,
-    images: Tensor,
+    images: Tensor | Iterable[Tensor],
     *,
     mean: list[float],
     std: list[float],
@@ -28,7 +30,9 @@ def extract_features(
 
     Args:
         encoder: A registered encoder (``forward_features``).
-        images: uint8 images. Shape: (N, C, H, W).
+        images: uint8 images (N, C, H, W), or an iterable of such batches (streamed from
+            ``shards:DIR``: only one batch is in memory at a time); a tensor is cut into
+            batches of ``batch_size``.
         mean: Normalisation mean per channel (0–1 scale).
         std: Normalisation standard deviation per channel.
         batch_size: Images per forward pass.
@@ -44,9 +48,12 @@ def extract_features(
     out = []
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    batches = (
+        images.split(batch_size) if isinstance(images, Tensor) else images
+    )  # (B, C, H, W) each
     try:
-        for start in range(0, images.shape[0], batch_size):
-            x = normalize(images[start : start + batch_size].to(dev), mean, std)
+        for batch in batches:
+            x = normalize(batch.to(dev), mean, std)
             x = x.contiguous(memory_format=fmt)
             with autocast(dev.type, amp_dtype):
                 out.append(encoder.forward_features(x).float())  # type: ignore[operator]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -11,7 +12,7 @@ from contrastkit import distributed
 from contrastkit.data import MultiViewAugment
 from contrastkit.train.config import PretrainConfig
 from contrastkit.train.methods import get_method
-from contrastkit.train.rundata import augment_seed, epoch_batches
+from contrastkit.train.rundata import TrainBatches, augment_seed, epoch_batches, steps_per_epoch
 from contrastkit.train.state import TrainingState
 
 
@@ -52,26 +53,40 @@ def train_step(cfg: PretrainConfig, state: TrainingState, views: Tensor, labels:
     return float(distributed.all_reduce(loss.detach(), "mean"))
 
 
+def position_in_epoch(cfg: PretrainConfig, state: TrainingState, n: int) -> int:
+    """Steps of the current epoch already taken (0 at an epoch's start; > 0 after a mid-epoch resume)."""
+    assert cfg.batch_size is not None  # resolved (recipes.resolve)
+    return state.step - state.epoch * steps_per_epoch(n, cfg.batch_size)
+
+
+def capped(cfg: PretrainConfig, state: TrainingState) -> bool:
+    """Whether the run has taken its ``max_steps``."""
+    return cfg.max_steps is not None and state.step >= cfg.max_steps
+
+
 def train_epoch(
     cfg: PretrainConfig,
     state: TrainingState,
     augment: MultiViewAugment,
-    images: Tensor,
-    labels: Tensor,
+    data: TrainBatches,
     bar: Any,
+    after_step: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[float], int]:
     """One pass over the data in shuffled full batches; returns step records, losses, images seen.
 
     Under DDP each process takes its share of every batch (see :func:`epoch_batches`) and
-    ``seen`` counts the images of all processes.
+    ``seen`` counts the images of all processes. After a mid-epoch checkpoint the epoch goes on
+    from the step it holds, with the augmentation generator it saved; it stops early at
+    ``max_steps``.
 
     Args:
         cfg: The run's config.
         state: Networks, optimiser and generators (updated in place, ``state.step`` included).
         augment: Draws the views of each batch.
-        images: All training images on the device, uint8. Shape: (N, C, H, W).
-        labels: Their labels. Shape: (N,).
+        data: The training images and labels, batch by batch on the device.
         bar: A tqdm progress bar (or anything with ``update`` and ``set_postfix``).
+        after_step: Called with the records not yet saved after each step (it may save and
+            clear them: a mid-epoch checkpoint).
     """
     t0 = time.perf_counter()
     records: list[dict[str, Any]] = []
@@ -82,17 +97,20 @@ def train_epoch(
     state.head.train()
     if state.momentum is not None:  # the key network normalises with its batches' statistics
         state.momentum.train()
-    # different augmentations on every process, reproducible per (seed, epoch, rank)
-    seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
-    state.generators["augment"].manual_seed(seed)
+    done = position_in_epoch(cfg, state, len(data))
+    if done == 0:  # different augmentations on every process, reproducible per (seed, epoch, rank)
+        seed = augment_seed(cfg.seed, state.epoch, distributed.rank())
+        state.generators["augment"].manual_seed(seed)
     assert cfg.batch_size is not None  # resolved (recipes.resolve)
-    for idx in epoch_batches(len(images), cfg.batch_size, seed=cfg.seed, epoch=state.epoch):
-        idx = idx.to(images.device)
+    batches = epoch_batches(len(data), cfg.batch_size, seed=cfg.seed, epoch=state.epoch)[done:]
+    if cfg.max_steps is not None:
+        batches = batches[: max(cfg.max_steps - state.step, 0)]
+    for images, labels in data(batches):
         lr = state.optimizer.param_groups[0]["lr"]
-        x = augment(images[idx], state.generators["augment"])  # (B / W, V, C, H, W)
-        loss = train_step(cfg, state, x, labels[idx])
+        x = augment(images, state.generators["augment"])  # (B / W, V, C, H, W)
+        loss = train_step(cfg, state, x, labels)
         state.step += 1
-        seen += len(idx) * world
+        seen += len(labels) * world
         losses.append(loss)
         records.append(
             {"kind": "step", "epoch": state.epoch + 1, "step": state.step, "loss": loss, "lr": lr}
@@ -104,4 +122,6 @@ def train_epoch(
             lr=f"{lr:.3g}",
             img_s=f"{seen / (time.perf_counter() - t0):.0f}",
         )
+        if after_step is not None:
+            after_step(records)
     return records, losses, seen

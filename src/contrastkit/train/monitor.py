@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastkit.data import MultiViewAugment
+from contrastkit.data.shards import iter_images, take
 from contrastkit.train.config import PretrainConfig
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
@@ -28,8 +29,8 @@ def knn_monitor(
         "amp_dtype": state.amp_dtype,
         "channels_last": cfg.channels_last,
     }
-    bank = extract_features(state.encoder, data.bank.images, **kw)  # type: ignore[arg-type]
-    test = extract_features(state.encoder, data.test.images, **kw)  # type: ignore[arg-type]
+    bank = extract_features(state.encoder, iter_images(data.bank, 512, workers=cfg.workers), **kw)  # type: ignore[arg-type]
+    test = extract_features(state.encoder, iter_images(data.test, 512, workers=cfg.workers), **kw)  # type: ignore[arg-type]
     return knn_accuracy(
         bank,
         data.bank.labels,
@@ -54,7 +55,7 @@ def similarity_snapshot(
     g = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     two = MultiViewAugment(augment.preset, 2, augment.mean, augment.std)
     order = torch.sort(data.train.labels[:n], stable=True).indices  # classes as blocks
-    views = two(data.train.images[:n][order].to(device), g)  # (n, 2, C, H, W)
+    views = two(take(data.train, range(n))[order].to(device), g)  # (n, 2, C, H, W)
     labels = data.train.labels[:n][order]
     state.encoder.eval()
     state.head.eval()

@@ -31,11 +31,17 @@ from contrastkit.train import files, launch, metrics, provenance, recipes, rundi
 from contrastkit.train.config import CUSTOM_DATA, PretrainConfig, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.evaluate import neighbours
-from contrastkit.train.loop import train_epoch
+from contrastkit.train.loop import capped, position_in_epoch, train_epoch
 from contrastkit.train.monitor import knn_monitor, similarity_snapshot
 from contrastkit.train.networks import default_model
 from contrastkit.train.progress import TENSORBOARD_DIR, Progress
-from contrastkit.train.rundata import RunData, augmentation, load_run_data, steps_per_epoch
+from contrastkit.train.rundata import (
+    RunData,
+    TrainBatches,
+    augmentation,
+    load_run_data,
+    steps_per_epoch,
+)
 from contrastkit.train.state import TrainingState, build_training_state, load_state, state_dict
 
 is_main = distributed.is_main  # the process that writes files (rank 0; always True unlaunched)
@@ -207,7 +213,7 @@ def _pretrain(
     lock = launch.main_first(lambda: rundir.open_run_dir(run_dir, resume=resume))
     try:
         state, resumed = _start(cfg, run_data, device)
-        if resumed and state.epoch >= epochs:
+        if resumed and (state.epoch >= epochs or capped(cfg, state)):
             return _finished(cfg, state, run_data, augment, device, final_knn)
         return _train(cfg, state, run_data, augment, device, final_knn, resumed)
     finally:
@@ -312,31 +318,71 @@ def _train(
     final_knn: bool,
     resumed: bool,
 ) -> PretrainResult:
-    """Train from ``state`` to the last epoch: metrics and a checkpoint after every epoch."""
+    """Train from ``state`` to the last epoch or ``max_steps``, checkpointing as it goes.
+
+    Metrics and a checkpoint after every epoch, every ``save_every`` steps, and at
+    ``max_steps`` (the run is finished there).
+    """
     assert cfg.batch_size is not None and cfg.epochs is not None  # resolved (recipes.resolve)
     out = Path(str(cfg.out))
-    images = run_data.train.images.to(device)
-    labels = run_data.train.labels.to(device)
-    per_epoch = steps_per_epoch(len(images), cfg.batch_size)
+    data = TrainBatches(run_data.train, device, cfg.workers)
+    per_epoch = steps_per_epoch(len(data), cfg.batch_size)
     knn_acc: float | None = None
     loss_mean = float("nan")
+    total = (
+        cfg.epochs * per_epoch
+        if cfg.max_steps is None
+        else min(cfg.max_steps, cfg.epochs * per_epoch)
+    )
+
+    def save(finished: bool) -> None:
+        ckpt_io.save_atomic(
+            state_dict(state, cfg, run_data.shape, finished), out / rundir.CHECKPOINT
+        )
+
+    def after_step(records: list[dict[str, Any]]) -> None:
+        """A mid-epoch checkpoint every ``save_every`` steps (the epoch's end saves anyway)."""
+        every = cfg.save_every
+        if (
+            every is None
+            or state.step % every
+            or position_in_epoch(cfg, state, len(data)) == per_epoch
+            or capped(cfg, state)
+        ):
+            return
+        if is_main():
+            for r in records:
+                metrics.append_metrics(out, r)
+            save(finished=False)
+        records.clear()
 
     progress = Progress(
         cfg.method,
         cfg.epochs,
-        cfg.epochs * per_epoch,
+        total,
         state.step,
         quiet=cfg.quiet,
         main=is_main(),
         tensorboard=out / TENSORBOARD_DIR if cfg.tensorboard else None,
     )
-    while state.epoch < cfg.epochs:
+    while state.epoch < cfg.epochs and not capped(cfg, state):
         t0, c0 = time.perf_counter(), time.process_time()
-        records, losses, seen = train_epoch(cfg, state, augment, images, labels, progress.bar)
+        earlier = _epoch_losses(out, state) if position_in_epoch(cfg, state, len(data)) else []
+        records, losses, seen = train_epoch(cfg, state, augment, data, progress.bar, after_step)
+        losses = earlier + losses
         train_seconds = time.perf_counter() - t0
+        if position_in_epoch(cfg, state, len(data)) < per_epoch:  # stopped at max_steps
+            state.elapsed += train_seconds
+            state.cpu_elapsed += time.process_time() - c0
+            loss_mean = float(np.mean(losses))
+            if is_main():
+                for r in records:
+                    metrics.append_metrics(out, r)
+                save(finished=True)
+            break
         state.epoch += 1
         loss_mean = float(np.mean(losses))
-        last = state.epoch == cfg.epochs
+        last = state.epoch == cfg.epochs or capped(cfg, state)
         every = cfg.knn_every > 0 and state.epoch % cfg.knn_every == 0
         monitor = (every and not last) or (last and final_knn)
         if monitor and is_main():
@@ -349,7 +395,7 @@ def _train(
                 "epoch": state.epoch,
                 "step": state.step,
                 "loss": loss_mean,
-                "lr": records[-1]["lr"],
+                "lr": records[-1]["lr"] if records else state.optimizer.param_groups[0]["lr"],
                 "knn_acc": knn_acc if monitor else None,
                 "images_per_s": seen / train_seconds,
                 "elapsed": state.elapsed,
@@ -359,13 +405,22 @@ def _train(
         if is_main():
             for r in records:
                 metrics.append_metrics(out, r)
-            finished = state.epoch == cfg.epochs
-            ckpt_path = out / rundir.CHECKPOINT
-            ckpt_io.save_atomic(state_dict(state, cfg, run_data.shape, finished), ckpt_path)
+            save(finished=last)
         progress.epoch(records)
     progress.close()
+    if capped(cfg, state) and final_knn and knn_acc is None and is_main():
+        knn_acc = knn_monitor(cfg, state, run_data, device)  # a run stopped mid-epoch
     if is_main():  # the weights changed since a resumed run's snapshot: draw it again
         _write_snapshot(cfg, state, run_data, augment, device, again=resumed)
     distributed.barrier()  # every process ends with the files of rank 0 written
     final = knn_acc if final_knn else None
     return PretrainResult(out, state.epoch, state.elapsed, final, loss_mean)
+
+
+def _epoch_losses(out: Path, state: TrainingState) -> list[float]:
+    """The step losses of the current epoch that a mid-epoch checkpoint saved (for its mean)."""
+    return [
+        float(r["loss"])
+        for r in metrics.read_metrics(out)
+        if r["kind"] == "step" and r["epoch"] == state.epoch + 1 and r["step"] <= state.step
+    ]

@@ -60,7 +60,14 @@ def method_defaults(method: str, optimizer: str) -> dict[str, Any]:
 
 
 def data_defaults(data: str) -> dict[str, Any]:
-    """Epochs, batch size and kNN k for ``data`` (100, 256 and 200 when unknown)."""
+    """Epochs, batch size and kNN k for ``data`` (100, 256 and 200 when unknown).
+
+    ``shards:DIR`` gets the line of the data set it was prepared from (its ``index.json``).
+    """
+    from contrastkit.data.shards import PREFIX, prepared_from
+
+    if data.startswith(PREFIX):
+        data = prepared_from(data[len(PREFIX) :])
     return dict(DATA_DEFAULTS.get(data, GENERIC_DATA_DEFAULTS))
 
 

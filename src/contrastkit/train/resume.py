@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from contrastkit.train.pretrain import DataArg, PretrainResult
     from contrastkit.train.run import RunResult
 
-RESUME_MAY_CHANGE = ("quiet", "device", "tensorboard")
+RESUME_MAY_CHANGE = ("quiet", "device", "tensorboard", "workers", "save_every")
 """Options that a resume may give differently from the run's saved config."""
 
 KINDS = {"pretrain": "`contrastkit pretrain` run", "run": "`contrastkit run` directory"}

@@ -136,10 +136,9 @@ def _data_sets() -> Sequence[str]:
 
 
 def _other_data(name: str) -> bool:
-    """``folder:PATH`` with a path, or the placeholder of a run on a ``Dataset`` object."""
-    from contrastkit.data.registry import FOLDER_PREFIX
-
-    return name == CUSTOM_DATA or (name.startswith(FOLDER_PREFIX) and name != FOLDER_PREFIX)
+    """``folder:PATH`` or ``shards:DIR`` with a path, or the placeholder of a ``Dataset`` object."""
+    prefixes = ("folder:", "shards:")
+    return name == CUSTOM_DATA or any(name.startswith(p) and name != p for p in prefixes)
 
 
 def _models() -> Sequence[str]:
@@ -163,7 +162,7 @@ def _presets() -> Sequence[str]:
 POSITIVE = Bounds(0, above=True)
 NON_NEGATIVE = Bounds(0)
 AT_LEAST_ONE = Bounds(1)
-DATA = Names("data set", _data_sets, _other_data, "folder:PATH")
+DATA = Names("data set", _data_sets, _other_data, "folder:PATH or shards:DIR")
 METHOD = Names("method", lambda: METHODS)
 MODEL = Names("model", _models, is_import_path, "an import path module:factory")
 NORM = Names("norm", _norms)
@@ -174,6 +173,7 @@ DEVICE = Names(
     "device", lambda: DEVICES, lambda d: re.fullmatch(r"cuda:\d+", d) is not None, "cuda:N"
 )
 AT_LEAST_TWO = Bounds(2)
+ENCODING = Names("encoding", lambda: ("raw", "png"))
 MOMENTUM = Bounds(0, high=1)
 UNIT_INTERVAL = Bounds(0, high=1, closed=True)
 EMA_SCHEDULE = Names("EMA schedule", lambda: EMA_SCHEDULES)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from contrastkit.data import ImageTensorDataset, resolve_dataset
+from contrastkit.data import resolve_dataset
+from contrastkit.data.registry import Split
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import files, pretrain, provenance, recipes, resume, rundir
 from contrastkit.train.baselines import raw_pixel_baselines
@@ -119,9 +120,7 @@ def _run(
     return RunResult(root, rows, base, format_table(rows, base))
 
 
-def _splits(
-    cfg: RunConfig, data: DataArg | None, test_data: DataArg | None
-) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+def _splits(cfg: RunConfig, data: DataArg | None, test_data: DataArg | None) -> tuple[Split, Split]:
     """The training and test splits, for the raw-pixel baselines."""
     if data is not None and test_data is not None:
         return resolve_dataset(data, "train"), resolve_dataset(test_data, "test")

@@ -1,11 +1,14 @@
-"""The data of a pretraining run: in-memory splits, the per-epoch batch order, the augmentation.
+"""The data of a pretraining run: its splits, the per-epoch batch order, the augmentation.
 
 :func:`epoch_batches` is the one place that orders the data: a ``DistributedSampler`` gives each
 process its share of every global batch, so W processes see the batches one process would.
+:class:`TrainBatches` turns those index batches into image batches on the device, from memory
+or from ``shards:DIR`` (read by DataLoader workers): the same batches either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,12 +18,14 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from contrastkit import distributed
 from contrastkit.data import (
-    ImageTensorDataset,
     MultiViewAugment,
     channel_stats,
     dataset_info,
     resolve_dataset,
 )
+from contrastkit.data.registry import Split
+from contrastkit.data.shards import BatchList, ShardSplit, batch_loader
+from contrastkit.data.tensor_dataset import limit_indices
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import launch
 from contrastkit.train.config import PretrainConfig
@@ -30,15 +35,15 @@ from contrastkit.train.networks import DataShape
 
 @dataclass
 class RunData:
-    """The in-memory splits a run uses."""
+    """The splits a run uses (in memory, or ``shards:DIR`` read on demand)."""
 
-    train: ImageTensorDataset
-    bank: ImageTensorDataset | None
-    test: ImageTensorDataset | None
+    train: Split
+    bank: Split | None
+    test: Split | None
     shape: DataShape
 
 
-def _check_labels(cfg: PretrainConfig, train: ImageTensorDataset) -> None:
+def _check_labels(cfg: PretrainConfig, train: Split) -> None:
     if get_method(cfg.method).uses_labels and not train.has_labels:
         raise ContrastkitError(
             f"method {cfg.method} needs labels, but {train.name} has unlabelled images; "
@@ -53,8 +58,8 @@ def load_run_data(
 ) -> RunData:
     """Load the pretraining split, the kNN bank (labelled train images) and the test split."""
     kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}
-    bank: ImageTensorDataset | None
-    test: ImageTensorDataset | None
+    bank: Split | None
+    test: Split | None
     if isinstance(data, str):
         info = dataset_info(data)
         split = cfg.train_split or "train"
@@ -69,15 +74,18 @@ def load_run_data(
         bank = train if train.has_labels else None
         test = resolve_dataset(test_data, "test") if test_data is not None else None
     if cfg.limit is not None and cfg.limit < len(train):
-        g = torch.Generator().manual_seed(0)
-        train = train.subset(torch.randperm(len(train), generator=g)[: cfg.limit])
+        train = train.subset(limit_indices(len(train), cfg.limit))
         bank = train if train.has_labels else bank
     if len(train) < 2:
         raise ContrastkitError(f"the training data has {len(train)} image(s); need at least 2")
     _check_labels(cfg, train)
     if test is not None and not test.has_labels:
         test = None
-    mean, std = channel_stats(train.images)
+    # prepared shards carry the statistics of their training split (computed as here, from
+    # the same images, when prepared from a registry data set)
+    mean, std = (
+        (train.mean, train.std) if isinstance(train, ShardSplit) else channel_stats(train.images)
+    )
     c, h, w = train.image_shape
     classes = (bank or train).classes
     shape = DataShape(c, max(h, w), len(classes), mean, std, classes)
@@ -112,6 +120,44 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Ten
         return [local]
     per_process = launch.local_batch_size(batch_size)
     return list(local[: len(local) - len(local) % per_process].split(per_process))
+
+
+class TrainBatches:
+    """The training split's batches on the device: the images and labels of index batches.
+
+    In memory, the split is moved to the device once and indexed there; ``shards:DIR`` is read
+    batch by batch by ``workers`` DataLoader processes (page-locked for a CUDA device) and
+    copied to the device. Either way batch k holds the images of the k-th index batch, so a run
+    on shards equals the run in memory.
+    """
+
+    def __init__(self, split: Split, device: torch.device, workers: int) -> None:
+        self.split, self.device, self.workers = split, device, workers
+        if not isinstance(split, ShardSplit):
+            self.images = split.images.to(device)
+            self.labels = split.labels.to(device)
+            return
+        self.sampler = BatchList()  # the workers persist from epoch to epoch
+        cuda = device.type == "cuda"
+        self.loader = batch_loader(
+            split, self.sampler, workers=workers, pin_memory=cuda, persistent=True
+        )
+
+    def __len__(self) -> int:
+        """Number of training images N."""
+        return len(self.split)
+
+    def __call__(self, batches: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+        """(uint8 images (B, C, H, W), labels (B,)) on the device, one per index batch."""
+        if not isinstance(self.split, ShardSplit):
+            for idx in batches:
+                idx = idx.to(self.device)
+                yield self.images[idx], self.labels[idx]
+            return
+        cuda = self.device.type == "cuda"
+        self.sampler.batches = list(batches)
+        for images, labels in self.loader:
+            yield images.to(self.device, non_blocking=cuda), labels.to(self.device)
 
 
 def augment_seed(seed: int, epoch: int, rank: int) -> int:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastkit.data.adapt import adapt_images
+from contrastkit.data.shards import take
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import files, rundir
 from contrastkit.train.config import IndexConfig, SearchConfig
@@ -61,7 +62,10 @@ def unit_features(run: LoadedRun, images: Tensor) -> np.ndarray:
     """L2-normalised backbone features of uint8 images (N, C, H, W), float32 (N, F)."""
     from contrastkit.data import ImageTensorDataset
 
-    feats = _features(run, ImageTensorDataset(images, torch.full((len(images),), -1)))
+    return _unit(_features(run, ImageTensorDataset(images, torch.full((len(images),), -1))))
+
+
+def _unit(feats: Tensor) -> np.ndarray:
     return F.normalize(feats, dim=1).cpu().numpy().astype(np.float32)
 
 
@@ -75,7 +79,7 @@ def build_index(config: IndexConfig) -> Path:
     run = load_encoder(config.run_dir, config.device)
     faiss = _faiss()
     train = _split(run, None, "train")
-    feats = unit_features(run, train.images)  # (M, F)
+    feats = _unit(_features(run, train))  # (M, F), streamed from shards:DIR too
     dim = feats.shape[1]
     if config.approximate:
         index = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
@@ -196,14 +200,16 @@ def search(config: SearchConfig, images: Sequence[str]) -> list[list[Neighbour]]
         for srow, irow in zip(sims, ids, strict=True)
     ]
     train = _split(run, None, "train")
-    _plot_grid(queries, found, train.images, info.get("classes") or [], Path(config.out))
+    shown = sorted({n.id for row in found for n in row})
+    bank = dict(zip(shown, take(train, shown), strict=True))  # only the neighbours' images
+    _plot_grid(queries, found, bank, info.get("classes") or [], Path(config.out))
     return found
 
 
 def _plot_grid(
     queries: Tensor,
     found: list[list[Neighbour]],
-    bank: Tensor,
+    bank: dict[int, Tensor],
     classes: list[str],
     path: Path,
 ) -> None:
