@@ -95,8 +95,9 @@ def _cmd_pretrain(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     knn = "–" if r.knn_acc is None else f"{100 * r.knn_acc:.2f} %"
+    split = {"val": "validation"}.get(r.knn_split, r.knn_split)
     loss = "–" if math.isnan(r.loss) else f"{r.loss:.4f}"
-    figures = f"{r.epochs} epochs in {r.seconds:.1f} s: loss {loss}, kNN test accuracy {knn}"
+    figures = f"{r.epochs} epochs in {r.seconds:.1f} s: loss {loss}, kNN {split} accuracy {knn}"
     if r.already_finished:
         print(f"{r.run_dir} was already finished, nothing to train; it pretrained {figures}")
     else:
@@ -118,25 +119,25 @@ def _cmd_run(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
 def _cmd_probe(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import ProbeConfig, from_dict
-    from contrastkit.train.evaluate import linear_probe
+    from contrastkit.train.evaluate import linear_probe, result_name
 
     cfg = from_dict(ProbeConfig, given)
     r = linear_probe(cfg)
+    name = result_name("probe", cfg.split)
     print(
-        f"linear probe: train {100 * r['train_acc']:.2f} %, test {100 * r['test_acc']:.2f} % "
-        f"→ {cfg.run_dir}/probe.json"
+        f"linear probe: train {100 * r['train_acc']:.2f} %, {cfg.split} "
+        f"{100 * r[cfg.split + '_acc']:.2f} % → {cfg.run_dir}/{name}"
     )
 
 
 def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import KnnConfig, from_dict
-    from contrastkit.train.evaluate import knn
+    from contrastkit.train.evaluate import knn, result_name
 
     cfg = from_dict(KnnConfig, given)
     r = knn(cfg)
-    print(
-        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % → {cfg.run_dir}/knn.json"
-    )
+    acc, name = 100 * r[cfg.split + "_acc"], result_name("knn", cfg.split)
+    print(f"kNN (k={r['k']}, t={r['t']}): {cfg.split} {acc:.2f} % → {cfg.run_dir}/{name}")
 
 
 def _cmd_embed(ns: argparse.Namespace, given: dict[str, Any]) -> None:
@@ -170,6 +171,17 @@ def _cmd_summarize(ns: argparse.Namespace, opts: dict[str, Any]) -> None:
         print(f"wrote {opts['out']}")
 
 
+def _cmd_sweep(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import SweepConfig, from_dict
+    from contrastkit.train.sweep import sweep
+
+    r = sweep(from_dict(SweepConfig, given))
+    print(r.table)
+    best = "–" if r.best_value is None else f"{100 * r.best_value:.2f} % with {r.best_params}"
+    print(f"{r.finished} finished trials; best validation accuracy {best}")
+    print(f"study: {r.storage}; summary: {r.dir}/summary.md, plot: {r.dir}/sweep.png")
+
+
 @dataclasses.dataclass
 class _ReportConfig:
     run_dir: str = dataclasses.field(
@@ -193,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         PretrainConfig,
         ProbeConfig,
         RunConfig,
+        SweepConfig,
     )
 
     parser = _Parser(
@@ -212,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("embed", EmbedConfig, _cmd_embed, "backbone features of a split → .npz"),
         ("run", RunConfig, _cmd_run, "pretrain + evaluate every method, table and report"),
         ("report", _ReportConfig, _cmd_report, "rebuild report.html and plots from the run files"),
+        (
+            "sweep",
+            SweepConfig,
+            _cmd_sweep,
+            "hyperparameter search on validation accuracy (Optuna; resumable, shareable)",
+        ),
     ]
     for name, cls, func, help_text in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

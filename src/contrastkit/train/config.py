@@ -29,18 +29,24 @@ from contrastkit.train.rules import (
     CUSTOM_DATA,
     DATA,
     DEVICE,
+    EVAL_SPLIT,
+    FRACTION,
     METHOD,
     METHODS_LIST,
     MODEL,
     MOMENTUM,
+    NAME,
     NON_NEGATIVE,
     NORM,
+    OBJECTIVE,
+    OPEN_FRACTION,
     OPTIMIZER,
     PATH,
     POSITIVE,
     PRECISION,
     SEED,
     SPLIT,
+    URL,
     Rule,
     comma_list,
     spelling,
@@ -55,6 +61,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeSettings",
     "RunConfig",
+    "SweepConfig",
     "comma_list",
     "from_dict",
     "load_yaml",
@@ -98,6 +105,12 @@ class PretrainConfig(_Validated):
     image_size: int | None = _f(None, "resize folder images to this square size", rule=AT_LEAST_ONE)
     limit: int | None = _f(
         None, "use only this many training images (a seeded random subset)", rule=AT_LEAST_TWO
+    )
+    val_fraction: float = _f(
+        0.0,
+        "share of each class of the training split held out for validation (stratified, "
+        "seed 0; 0 = none): the kNN monitor and every choice then use it, never the test split",
+        rule=FRACTION,
     )
     augment: str | None = _f(
         None,
@@ -184,6 +197,12 @@ class ProbeConfig(ProbeSettings):
     """Options of ``contrastkit linear-probe``: a linear classifier on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    split: str = _f(
+        "test",
+        "split to score: val (the run's --val-fraction) or test; writes probe_val.json or "
+        "probe.json",
+        rule=EVAL_SPLIT,
+    )
     seed: int = _f(0, "random seed of the probe", rule=SEED)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     quiet: bool = _f(False, "no progress bars")
@@ -194,6 +213,11 @@ class KnnConfig(_Validated):
     """Options of ``contrastkit knn``: weighted cosine kNN on frozen features."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
+    split: str = _f(
+        "test",
+        "split to score: val (the run's --val-fraction) or test; writes knn_val.json or knn.json",
+        rule=EVAL_SPLIT,
+    )
     k: int | None = _f(None, "neighbours (default: the run's knn_k)", rule=AT_LEAST_ONE)
     t: float | None = _f(
         None,
@@ -208,7 +232,9 @@ class EmbedConfig(_Validated):
     """Options of ``contrastkit embed``: backbone features of a split to an ``.npz`` file."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
-    split: str = _f("test", "split to embed", rule=SPLIT)
+    split: str = _f(
+        "test", "split to embed (val: the run's validation images, see --val-fraction)", rule=SPLIT
+    )
     out: str = _f(
         "embeddings.npz",
         "output .npz with features (N, F) float32 and labels (N,) int64",
@@ -237,6 +263,54 @@ class RunConfig(_Validated):
     def methods(self) -> list[str]:
         """The methods, in order, each once."""
         return list(dict.fromkeys(comma_list(self.method)))
+
+
+@dataclass
+class SweepConfig(_Validated):
+    """Options of ``contrastkit sweep``: a hyperparameter search on validation accuracy.
+
+    Every pretrain option is fixed for all trials but those ``space`` varies
+    (:mod:`contrastkit.train.space`); each trial is a run directory ``out/<study>/trial-NNNN``.
+    """
+
+    space: str = _f(
+        "",
+        "YAML file: option → list of choices (lr: [0.05, 0.1]) or range "
+        "(temperature: {low: 0.05, high: 0.5, log: true}; step: for a grid)",
+        rule=PATH,
+    )
+    trials: int = _f(
+        10, "the study's total of finished (complete or pruned) trials", rule=AT_LEAST_ONE
+    )
+    objective: str = _f(
+        "knn", "what a trial maximises: knn or probe accuracy on validation", rule=OBJECTIVE
+    )
+    storage: str | None = _f(
+        None,
+        "Optuna storage, any SQLAlchemy URL, e.g. postgresql://… (default: sqlite file "
+        "sweep.db in --out)",
+        rule=URL,
+    )
+    study: str = _f("sweep", "study name in the storage", rule=NAME)
+    heartbeat: int = _f(
+        30,
+        "seconds between a trial's heartbeats; one silent for twice this long (its process "
+        "killed) is failed and redone",
+        rule=AT_LEAST_ONE,
+    )
+    val_fraction: float = _f(
+        0.1,
+        "share of each class of the training split held out for validation (stratified, "
+        "seed 0): every trial is scored on it; the test split is never read",
+        rule=OPEN_FRACTION,
+    )
+    out: str | None = _f(None, "sweep directory (default runs/sweep-<data>-<method>)", rule=PATH)
+    pretrain: PretrainConfig = field(
+        default_factory=PretrainConfig, metadata={"flatten": "", "help": ""}
+    )
+    probe: ProbeSettings = field(
+        default_factory=ProbeSettings, metadata={"flatten": "probe_", "help": ""}
+    )
 
 
 C = TypeVar("C")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
+from contrastkit.data.splits import carve_val
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
@@ -161,6 +162,50 @@ def _labelled(ds: ImageTensorDataset, what: str) -> ImageTensorDataset:
     return ds
 
 
+def result_name(kind: str, split: str) -> str:
+    """The file of an evaluation: ``knn.json``/``probe.json`` on test, ``knn_val.json``… on val."""
+    return f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
+
+
+def _val_split(run: LoadedRun, train: ImageTensorDataset) -> ImageTensorDataset:
+    """The run's validation images out of its ``train`` split (:func:`carve_val`).
+
+    Raises:
+        ContrastkitError: if the run has none (pretrained with ``val_fraction`` 0).
+    """
+    _, val = carve_val(train, float(run.config.get("val_fraction") or 0.0))
+    if val is None:
+        raise ContrastkitError(
+            "this run has no validation split (pretrained with --val-fraction 0): evaluate "
+            "--split test, or pretrain with --val-fraction F"
+        )
+    return val
+
+
+def eval_splits(
+    run: LoadedRun, split: str, train_data: DataArg, test_data: DataArg
+) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+    """The labelled images an evaluation trains on or votes with, and those it scores.
+
+    The first are the run's training split without its validation images (all of it when
+    the run has none); the second are the validation images (``split="val"``) or the test
+    split (``split="test"``, ``test_data`` if given).
+
+    Raises:
+        ContrastkitError: on unlabelled data, or ``split="val"`` for a run without one.
+    """
+    full = _split(run, train_data, "train")
+    train, _ = carve_val(_labelled(full, "the evaluation's training data"), _val_fraction(run))
+    if split == "val":
+        return train, _val_split(run, full)
+    test = _split(run, test_data or train_data, "test")
+    return train, _labelled(test, "the evaluation's test data")
+
+
+def _val_fraction(run: LoadedRun) -> float:
+    return float(run.config.get("val_fraction") or 0.0)
+
+
 def linear_probe(
     config: ProbeConfig | str | Path,
     *,
@@ -169,7 +214,11 @@ def linear_probe(
 ) -> dict[str, Any]:
     """Train a linear classifier on the frozen encoder and write ``probe.json`` (``contrastkit linear-probe``).
 
-    Also writes ``embeddings_test.npz`` (test features and labels, for the t-SNE plot).
+    The probe trains on the run's training split without its validation images and is
+    scored on ``config.split``: ``test`` writes ``probe.json``, ``val`` ``probe_val.json``
+    (:func:`eval_splits`). Its settings are fixed (no choice is made on the scored split).
+    Also writes ``embeddings_<split>.npz`` (the scored features and labels, for the t-SNE
+    plot).
 
     Args:
         config: The probe's options (:class:`~contrastkit.train.config.ProbeConfig`), or just
@@ -178,7 +227,8 @@ def linear_probe(
         test_data: Override of the test data.
 
     Returns:
-        The content of ``probe.json``: train/test accuracy, confusion matrix, settings,
+        The content of ``probe.json``: train and ``<split>_acc`` accuracy, ``split``,
+        confusion matrix (on the scored split), settings,
         ``checkpoint_epoch`` and ``checkpoint_finished`` (the weights' epoch and whether it was
         the run's last: an unfinished run also warns) and ``seconds``, the wall time of
         loading, feature extraction and training.
@@ -186,8 +236,7 @@ def linear_probe(
     t0 = time.perf_counter()
     cfg = _as_config(ProbeConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    train = _labelled(_split(run, train_data, "train"), "the probe's training data")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the probe's test data")
+    train, test = eval_splits(run, cfg.split, train_data, test_data)
     ftr, fte = _features(run, train), _features(run, test)
     return _write_probe(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
 
@@ -203,7 +252,11 @@ def _write_probe(
     t0: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings."""
+    """Train the probe on features (M, F), score (N, F); write its JSON and the embeddings.
+
+    ``test`` is the scored split, ``cfg.split`` its name.
+    """
+    split = cfg.split
     result = train_linear_probe(
         ftr,
         train.labels,
@@ -221,9 +274,10 @@ def _write_probe(
     np.add.at(confusion, (test.labels.numpy(), result.test_pred.numpy()), 1)
     out = {
         "train_acc": result.train_acc,
-        "test_acc": result.test_acc,
+        f"{split}_acc": result.test_acc,
+        "split": split,
         "n_train": len(train),
-        "n_test": len(test),
+        f"n_{split}": len(test),
         "epochs": cfg.epochs,
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
@@ -232,12 +286,12 @@ def _write_probe(
         "confusion": confusion.tolist(),
     }
     if run.config["method"] == "ce":
-        out["head_test_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
+        out[f"head_{split}_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
     out.update(extra or {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "probe.json", out)
-    _write_npz(path / "embeddings_test.npz", fte, test.labels)
+    files.write_json(path / result_name("probe", split), out)
+    _write_npz(path / f"embeddings_{split}.npz", fte, test.labels)
     return out
 
 
@@ -270,17 +324,18 @@ def knn(
 
     ``config`` is a :class:`~contrastkit.train.config.KnnConfig` or just the run directory
     (the run's own k and t); ``train_data`` and ``test_data`` override the bank and the queries
-    (a registry name or a ``Dataset``).
+    (a registry name or a ``Dataset``). The bank is the training split without the run's
+    validation images; ``config.split`` names the queries: ``test`` writes ``knn.json``,
+    ``val`` ``knn_val.json`` (:func:`eval_splits`).
 
-    ``knn.json`` holds the accuracy, the k used (at most the bank's size: a larger one warns),
+    ``knn.json`` holds ``<split>_acc``, ``split``, the k used (at most the bank's size: a larger one warns),
     t, the split sizes, ``checkpoint_epoch``, ``checkpoint_finished`` (see
     :func:`linear_probe`) and ``seconds`` (wall time).
     """
     t0 = time.perf_counter()
     cfg = _as_config(KnnConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    train = _labelled(_split(run, train_data, "train"), "the kNN bank")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the kNN test data")
+    train, test = eval_splits(run, cfg.split, train_data, test_data)
     ftr, fte = _features(run, train), _features(run, test)
     return _write_knn(Path(cfg.run_dir), run, cfg, train, test, ftr, fte, t0)
 
@@ -302,7 +357,7 @@ def _write_knn(
     fte: Tensor,
     t0: float,
 ) -> dict[str, Any]:
-    """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``.
+    """Weighted kNN accuracy of features (N, F) of ``cfg.split`` against the bank (M, F); write its JSON.
 
     ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`).
     """
@@ -317,10 +372,12 @@ def _write_knn(
         k=k,
         t=t,
     )
-    out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
+    split = cfg.split
+    out = {f"{split}_acc": acc, "split": split, "k": k, "t": t, "n_train": len(train)}
+    out[f"n_{split}"] = len(test)
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / "knn.json", out)
+    files.write_json(path / result_name("knn", split), out)
     return out
 
 
@@ -334,27 +391,34 @@ def knn_and_probe(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The final kNN and linear probe of a run from one feature extraction (``contrastkit run``).
 
-    Writes the same ``knn.json`` and ``probe.json`` as :func:`knn` and :func:`linear_probe`
-    called one after the other, with the train and test features computed once instead of
-    twice. ``knn.json``'s ``seconds`` then covers loading the encoder and data, the feature
+    Writes the same ``knn.json`` and ``probe.json`` (``knn_val.json`` and ``probe_val.json``
+    with ``probe.split`` val) as :func:`knn` and :func:`linear_probe` called one after the
+    other, with the train and scored features computed once instead of twice. ``knn.json``'s ``seconds`` then covers loading the encoder and data, the feature
     extraction and the kNN; ``probe.json``'s covers the probe alone (it records
     ``"features_from": "knn"``), so their sum is the evaluation's wall time.
 
     Args:
         run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
-        probe: The probe's options (its ``device`` is the evaluation's).
-        knn: The kNN's k and t (default: the run's).
+        probe: The probe's options (its ``device`` and ``split`` are the evaluation's).
+        knn: The kNN's k and t (default: the run's); its ``split`` must be the probe's.
         train_data: Override of the training data (kNN bank and probe training set).
         test_data: Override of the test data.
 
     Returns:
         The contents of ``knn.json`` and ``probe.json``.
+
+    Raises:
+        ContrastkitError: if ``knn`` and ``probe`` name different splits.
     """
     t0 = time.perf_counter()
-    kcfg = knn if knn is not None else KnnConfig(run_dir=str(run_dir), device=probe.device)
+    kcfg = knn or KnnConfig(run_dir=str(run_dir), device=probe.device, split=probe.split)
+    if kcfg.split != probe.split:
+        raise ContrastkitError(
+            f"knn and probe must score one split, got knn split {kcfg.split!r} and probe "
+            f"split {probe.split!r}"
+        )
     run = load_encoder(run_dir, probe.device)
-    train = _labelled(_split(run, train_data, "train"), "the evaluation's training data")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the evaluation's test data")
+    train, test = eval_splits(run, probe.split, train_data, test_data)
     ftr, fte = _features(run, train), _features(run, test)
     path = Path(run_dir)
     knn_out = _write_knn(path, run, kcfg, train, test, ftr, fte, t0)
@@ -368,7 +432,9 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     """Write the backbone features of a split to ``.npz`` (``contrastkit embed``).
 
     ``config`` is an :class:`~contrastkit.train.config.EmbedConfig` or just the run directory
-    (the test split to ``embeddings.npz``); ``data`` overrides the run's data set.
+    (the test split to ``embeddings.npz``); ``data`` overrides the run's data set. Split
+    ``val`` is the run's validation images (``--val-fraction``), carved from its training
+    split as pretraining did; a run without them is refused.
 
     The file holds ``features`` (N, F) float32 (the encoder output, before any head),
     ``labels`` (N,) int64 (-1 where unlabelled), and ``checkpoint_epoch`` and
@@ -380,7 +446,10 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     """
     cfg = _as_config(EmbedConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    ds = _split(run, data, cfg.split)
+    if cfg.split == "val":
+        ds = _val_split(run, _split(run, data, "train"))
+    else:
+        ds = _split(run, data, cfg.split)
     feats = _features(run, ds)
     out = Path(cfg.out)
     if out.suffix != ".npz":
