@@ -89,6 +89,11 @@ def test_cli_refuses_a_bad_space_before_creating_anything(tmp_path, capsys) -> N
         == f"error: space file {space}, key 'lr': --lr (lr) must be a finite number > 0, got 0.0\n"
     )
     assert not out.exists()
+    space.write_text(SPACE)
+    assert main(["sweep", "--space", str(space), "--out", str(out), "--storage", "nosuch://x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --storage (storage) 'nosuch://x' cannot be opened: ")
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def trials_of(storage: str, study: str = "sweep") -> list[optuna.trial.FrozenTrial]:

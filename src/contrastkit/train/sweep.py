@@ -101,11 +101,13 @@ def sweep(config: SweepConfig) -> SweepResult:
         OSError: on a file-system error, naming the path.
     """
     cfg, params = sweep_base(config)
-    out = Path(str(cfg.out)) / cfg.study
-    with files.os_errors("create directory", out):
-        out.mkdir(parents=True, exist_ok=True)
-    storage = cfg.storage or f"sqlite:///{(Path(str(cfg.out)) / 'sweep.db').resolve()}"
+    root = Path(str(cfg.out))
+    out = root / cfg.study
+    if cfg.storage is None:  # the default SQLite file lives in the sweep directory
+        _mkdir(root)
+    storage = cfg.storage or f"sqlite:///{(root / 'sweep.db').resolve()}"
     study = _open_study(cfg, params, storage)
+    _mkdir(out)
     objective = _objective(cfg, params, out, study)
     while True:
         _fail_stale(study)
@@ -121,12 +123,17 @@ def sweep(config: SweepConfig) -> SweepResult:
     return _summarise(study, params, out, storage)
 
 
+def _mkdir(path: Path) -> None:
+    with files.os_errors("create directory", path):
+        path.mkdir(parents=True, exist_ok=True)
+
+
 def _open_study(cfg: SweepConfig, params: list[Param], storage: str) -> optuna.Study:
     """Create or load the study; refuse one created with another space or other options."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # errors reach the CLI itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     kw: dict[str, Any] = {}
     if storage.startswith("sqlite"):  # processes sharing the file wait for its lock
