@@ -1,7 +1,7 @@
 """Time SupCon training steps of ResNet-18 (CIFAR stem) on 28x28 grey views, as contrastkit builds it.
 
 Usage (from the repository root): PYTHONPATH=src python benchmarks/resnet18_step.py BATCH REPEATS
-(docs/results-fashion-mnist.md ran it with 64 3 under OMP_NUM_THREADS=1).
+(docs/results-fashion-mnist.md at commit 20697e7 ran it with 64 3 under OMP_NUM_THREADS=1).
 """
 
 import sys

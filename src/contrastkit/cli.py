@@ -96,8 +96,9 @@ def _cmd_pretrain(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     knn = "–" if r.knn_acc is None else f"{100 * r.knn_acc:.2f} %"
+    split = {"val": "validation"}.get(r.knn_split, r.knn_split)
     loss = "–" if math.isnan(r.loss) else f"{r.loss:.4f}"
-    figures = f"{r.epochs} epochs in {r.seconds:.1f} s: loss {loss}, kNN test accuracy {knn}"
+    figures = f"{r.epochs} epochs in {r.seconds:.1f} s: loss {loss}, kNN {split} accuracy {knn}"
     if r.already_finished:
         print(f"{r.run_dir} was already finished, nothing to train; it pretrained {figures}")
     else:
@@ -119,13 +120,14 @@ def _cmd_run(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
 def _cmd_probe(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import ProbeConfig, from_dict
-    from contrastkit.train.evaluate import linear_probe
+    from contrastkit.train.evaluate import linear_probe, result_name
 
     cfg = from_dict(ProbeConfig, given)
     r = linear_probe(cfg)
+    name = result_name("probe", cfg.split)
     print(
-        f"linear probe: train {100 * r['train_acc']:.2f} %, test {100 * r['test_acc']:.2f} % "
-        f"→ {_written(cfg.run_dir, 'probe.json', cfg.data)}"
+        f"linear probe: train {100 * r['train_acc']:.2f} %, {cfg.split} "
+        f"{100 * r[cfg.split + '_acc']:.2f} % → {_written(cfg.run_dir, name, cfg.data)}"
     )
 
 
@@ -138,13 +140,14 @@ def _written(run_dir: str, name: str, data: str | None) -> str:
 
 def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import KnnConfig, from_dict
-    from contrastkit.train.evaluate import knn
+    from contrastkit.train.evaluate import knn, result_name
 
     cfg = from_dict(KnnConfig, given)
     r = knn(cfg)
+    acc, name = 100 * r[cfg.split + "_acc"], result_name("knn", cfg.split)
     print(
-        f"kNN (k={r['k']}, t={r['t']}): test {100 * r['test_acc']:.2f} % "
-        f"→ {_written(cfg.run_dir, 'knn.json', cfg.data)}"
+        f"kNN (k={r['k']}, t={r['t']}): {cfg.split} {acc:.2f} % "
+        f"→ {_written(cfg.run_dir, name, cfg.data)}"
     )
 
 
@@ -241,6 +244,17 @@ def _cmd_summarize(ns: argparse.Namespace, opts: dict[str, Any]) -> None:
         print(f"wrote {opts['out']}")
 
 
+def _cmd_sweep(ns: argparse.Namespace, given: dict[str, Any]) -> None:
+    from contrastkit.train.config import SweepConfig, from_dict
+    from contrastkit.train.sweep import sweep
+
+    r = sweep(from_dict(SweepConfig, given))
+    print(r.table)
+    best = "–" if r.best_value is None else f"{100 * r.best_value:.2f} % with {r.best_params}"
+    print(f"{r.finished} finished trials; best validation accuracy {best}")
+    print(f"study: {r.storage}; summary: {r.dir}/summary.md, plot: {r.dir}/sweep.png")
+
+
 @dataclasses.dataclass
 class _ReportConfig:
     run_dir: str = dataclasses.field(
@@ -269,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         RetrievalConfig,
         RunConfig,
         SearchConfig,
+        SweepConfig,
     )
 
     parser = _Parser(
@@ -308,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("search", SearchConfig, _cmd_search, "nearest training images of image files (+ PNG)"),
         ("run", RunConfig, _cmd_run, "pretrain + evaluate every method, table and report"),
         ("report", _ReportConfig, _cmd_report, "rebuild report.html and plots from the run files"),
+        (
+            "sweep",
+            SweepConfig,
+            _cmd_sweep,
+            "hyperparameter search on validation accuracy (Optuna; resumable, shareable)",
+        ),
     ]
     for name, cls, func, help_text in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -32,14 +32,19 @@ from contrastkit.train.rules import (
     DEVICE,
     EMA_SCHEDULE,
     ENCODING,
+    EVAL_SPLIT,
     EXPORT_FORMAT,
+    FRACTION,
     METHOD,
     METHODS_LIST,
     MODEL,
     MOMENTUM,
     MOMENTUM_METHODS,
+    NAME,
     NON_NEGATIVE,
     NORM,
+    OBJECTIVE,
+    OPEN_FRACTION,
     OPTIMIZER,
     PATH,
     POSITIVE,
@@ -48,6 +53,7 @@ from contrastkit.train.rules import (
     SEED,
     SPLIT,
     UNIT_INTERVAL,
+    URL,
     Rule,
     comma_list,
     spelling,
@@ -67,6 +73,7 @@ __all__ = [
     "RetrievalConfig",
     "RunConfig",
     "SearchConfig",
+    "SweepConfig",
     "check_method_options",
     "comma_list",
     "from_dict",
@@ -122,6 +129,12 @@ class PretrainConfig(_Validated):
     image_size: int | None = _f(None, "resize folder images to this square size", rule=AT_LEAST_ONE)
     limit: int | None = _f(
         None, "use only this many training images (a seeded random subset)", rule=AT_LEAST_TWO
+    )
+    val_fraction: float = _f(
+        0.0,
+        "share of each class of the training split held out for validation (stratified, "
+        "seed 0; 0 = none): the kNN monitor and every choice then use it, never the test split",
+        rule=FRACTION,
     )
     augment: str | None = _f(
         None,
@@ -269,6 +282,12 @@ class ProbeConfig(ProbeSettings):
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
     data: str | None = _transfer_data()
     data_root: str | None = _f(None, "directory of the other data set's files (its default)")
+    split: str = _f(
+        "test",
+        "split to score: val (the run's --val-fraction) or test; writes probe_val.json or "
+        "probe.json",
+        rule=EVAL_SPLIT,
+    )
     seed: int = _f(0, "random seed of the probe", rule=SEED)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     quiet: bool = _f(False, "no progress bars")
@@ -281,6 +300,11 @@ class KnnConfig(_Validated):
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
     data: str | None = _transfer_data()
     data_root: str | None = _f(None, "directory of the other data set's files (its default)")
+    split: str = _f(
+        "test",
+        "split to score: val (the run's --val-fraction) or test; writes knn_val.json or knn.json",
+        rule=EVAL_SPLIT,
+    )
     k: int | None = _f(None, "neighbours (default: the run's knn_k)", rule=AT_LEAST_ONE)
     t: float | None = _f(
         None,
@@ -295,7 +319,9 @@ class EmbedConfig(_Validated):
     """Options of ``contrastkit embed``: backbone features of a split to an ``.npz`` file."""
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
-    split: str = _f("test", "split to embed", rule=SPLIT)
+    split: str = _f(
+        "test", "split to embed (val: the run's validation images, see --val-fraction)", rule=SPLIT
+    )
     out: str = _f(
         "embeddings.npz",
         "output .npz with features (N, F) float32 and labels (N,) int64",
@@ -420,6 +446,54 @@ class RunConfig(_Validated):
     def methods(self) -> list[str]:
         """The methods, in order, each once."""
         return list(dict.fromkeys(comma_list(self.method)))
+
+
+@dataclass
+class SweepConfig(_Validated):
+    """Options of ``contrastkit sweep``: a hyperparameter search on validation accuracy.
+
+    Every pretrain option is fixed for all trials but those ``space`` varies
+    (:mod:`contrastkit.train.space`); each trial is a run directory ``out/<study>/trial-NNNN``.
+    """
+
+    space: str = _f(
+        "",
+        "YAML file: option → list of choices (lr: [0.05, 0.1]) or range "
+        "(temperature: {low: 0.05, high: 0.5, log: true}; step: for a grid)",
+        rule=PATH,
+    )
+    trials: int = _f(
+        10, "the study's total of finished (complete or pruned) trials", rule=AT_LEAST_ONE
+    )
+    objective: str = _f(
+        "knn", "what a trial maximises: knn or probe accuracy on validation", rule=OBJECTIVE
+    )
+    storage: str | None = _f(
+        None,
+        "Optuna storage, any SQLAlchemy URL, e.g. postgresql://… (default: sqlite file "
+        "sweep.db in --out)",
+        rule=URL,
+    )
+    study: str = _f("sweep", "study name in the storage", rule=NAME)
+    heartbeat: int = _f(
+        30,
+        "seconds between a trial's heartbeats; one silent for twice this long (its process "
+        "killed) is failed and redone",
+        rule=AT_LEAST_ONE,
+    )
+    val_fraction: float = _f(
+        0.1,
+        "share of each class of the training split held out for validation (stratified, "
+        "seed 0): every trial is scored on it; the test split is never read",
+        rule=OPEN_FRACTION,
+    )
+    out: str | None = _f(None, "sweep directory (default runs/sweep-<data>-<method>)", rule=PATH)
+    pretrain: PretrainConfig = field(
+        default_factory=PretrainConfig, metadata={"flatten": "", "help": ""}
+    )
+    probe: ProbeSettings = field(
+        default_factory=ProbeSettings, metadata={"flatten": "probe_", "help": ""}
+    )
 
 
 C = TypeVar("C")

@@ -17,6 +17,7 @@ from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
 from contrastkit.data.adapt import adapt_images
 from contrastkit.data.registry import Split
 from contrastkit.data.shards import iter_images
+from contrastkit.data.splits import carve_val
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
 from contrastkit.train import files, rundir
@@ -228,9 +229,12 @@ def _eval_splits(
 ) -> tuple[Split, Split, Transfer | None]:
     """The labelled train and test splits an evaluation uses: the run's, given, or ``cfg.data``'s."""
     if cfg.data is None:
-        train = _labelled(_split(run, train_data, "train"), f"{what}'s training data")
-        test = _labelled(_split(run, test_data or train_data, "test"), f"{what}'s test data")
-        return train, test, None
+        return (*eval_splits(run, cfg.split, train_data, test_data), None)
+    if cfg.split != "test":
+        raise ContrastkitError(
+            f"--split {cfg.split} is the run's own validation split; another data set "
+            f"(--data {cfg.data}) is scored on its test split: leave --split out"
+        )
     if train_data is not None or test_data is not None:
         raise ContrastkitError(
             f"give the other data set either as data={cfg.data!r} or as train_data=/test_data=, "
@@ -241,6 +245,50 @@ def _eval_splits(
     return _labelled(train, what), _labelled(test, what), transfer
 
 
+def result_name(kind: str, split: str) -> str:
+    """The file of an evaluation: ``knn.json``/``probe.json`` on test, ``knn_val.json``… on val."""
+    return f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
+
+
+def _val_split(run: LoadedRun, train: Split) -> Split:
+    """The run's validation images out of its ``train`` split (:func:`carve_val`).
+
+    Raises:
+        ContrastkitError: if the run has none (pretrained with ``val_fraction`` 0).
+    """
+    _, val = carve_val(train, float(run.config.get("val_fraction") or 0.0))
+    if val is None:
+        raise ContrastkitError(
+            "this run has no validation split (pretrained with --val-fraction 0): evaluate "
+            "--split test, or pretrain with --val-fraction F"
+        )
+    return val
+
+
+def eval_splits(
+    run: LoadedRun, split: str, train_data: DataArg, test_data: DataArg
+) -> tuple[Split, Split]:
+    """The labelled images an evaluation trains on or votes with, and those it scores.
+
+    The first are the run's training split without its validation images (all of it when
+    the run has none); the second are the validation images (``split="val"``) or the test
+    split (``split="test"``, ``test_data`` if given).
+
+    Raises:
+        ContrastkitError: on unlabelled data, or ``split="val"`` for a run without one.
+    """
+    full = _split(run, train_data, "train")
+    train, _ = carve_val(_labelled(full, "the evaluation's training data"), _val_fraction(run))
+    if split == "val":
+        return train, _val_split(run, full)
+    test = _split(run, test_data or train_data, "test")
+    return train, _labelled(test, "the evaluation's test data")
+
+
+def _val_fraction(run: LoadedRun) -> float:
+    return float(run.config.get("val_fraction") or 0.0)
+
+
 def linear_probe(
     config: ProbeConfig | str | Path,
     *,
@@ -249,7 +297,11 @@ def linear_probe(
 ) -> dict[str, Any]:
     """Train a linear classifier on the frozen encoder and write ``probe.json`` (``contrastkit linear-probe``).
 
-    Also writes ``embeddings_test.npz`` (test features and labels, for the t-SNE plot).
+    The probe trains on the run's training split without its validation images and is
+    scored on ``config.split``: ``test`` writes ``probe.json``, ``val`` ``probe_val.json``
+    (:func:`eval_splits`). Its settings are fixed (no choice is made on the scored split).
+    Also writes ``embeddings_<split>.npz`` (the scored features and labels, for the t-SNE
+    plot).
 
     Args:
         config: The probe's options (:class:`~contrastkit.train.config.ProbeConfig`), or just
@@ -263,7 +315,8 @@ def linear_probe(
     adaptation made), and the run's own ``probe.json`` and embeddings stay as they are.
 
     Returns:
-        The content of ``probe.json``: train/test accuracy, confusion matrix, settings,
+        The content of ``probe.json``: train and ``<split>_acc`` accuracy, ``split``,
+        confusion matrix (on the scored split), settings,
         ``checkpoint_epoch`` and ``checkpoint_finished`` (the weights' epoch and whether it was
         the run's last: an unfinished run also warns) and ``seconds``, the wall time of
         loading, feature extraction and training.
@@ -288,10 +341,12 @@ def _write_probe(
     extra: dict[str, Any] | None = None,
     transfer: Transfer | None = None,
 ) -> dict[str, Any]:
-    """Train the probe on features (M, F), (N, F); write ``probe.json`` and the test embeddings.
+    """Train the probe on features (M, F), score (N, F); write its JSON and the embeddings.
 
-    A transfer writes ``probe-<data>.json`` and no embeddings, and has no CE-head accuracy.
+    ``test`` is the scored split, ``cfg.split`` its name. A transfer writes
+    ``probe-<data>.json`` and no embeddings, and has no CE-head accuracy.
     """
+    split = cfg.split
     own = max(run.shape.num_classes, int(train.labels.max()) + 1) if transfer is None else 0
     num_classes = max(own, int(train.labels.max()) + 1, int(test.labels.max()) + 1)
     result = train_linear_probe(
@@ -315,9 +370,10 @@ def _write_probe(
     np.add.at(confusion, (test.labels.numpy(), result.test_pred.numpy()), 1)
     out = {
         "train_acc": result.train_acc,
-        "test_acc": result.test_acc,
+        f"{split}_acc": result.test_acc,
+        "split": split,
         "n_train": len(train),
-        "n_test": len(test),
+        f"n_{split}": len(test),
         "epochs": cfg.epochs,
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
@@ -326,14 +382,15 @@ def _write_probe(
         "confusion": confusion.tolist(),
     }
     if run.config["method"] == "ce" and transfer is None:
-        out["head_test_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
+        out[f"head_{split}_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
     out.update(extra or {})
     out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / (transfer.file("probe.json") if transfer else "probe.json"), out)
+    name = result_name("probe", split)
+    files.write_json(path / (transfer.file(name) if transfer else name), out)
     if transfer is None:
-        _write_npz(path / "embeddings_test.npz", fte, test.labels)
+        _write_npz(path / f"embeddings_{split}.npz", fte, test.labels)
     return out
 
 
@@ -366,10 +423,12 @@ def knn(
 
     ``config`` is a :class:`~contrastkit.train.config.KnnConfig` or just the run directory
     (the run's own k and t); ``train_data`` and ``test_data`` override the bank and the queries
-    (a registry name or a ``Dataset``). ``config.data`` evaluates on another data set as
-    :func:`linear_probe` does, into ``knn-<data>.json``.
+    (a registry name or a ``Dataset``). The bank is the training split without the run's
+    validation images; ``config.split`` names the queries: ``test`` writes ``knn.json``,
+    ``val`` ``knn_val.json`` (:func:`eval_splits`). ``config.data`` evaluates on another data
+    set as :func:`linear_probe` does, into ``knn-<data>.json``.
 
-    ``knn.json`` holds the accuracy, the k used (at most the bank's size: a larger one warns),
+    ``knn.json`` holds ``<split>_acc``, ``split``, the k used (at most the bank's size: a larger one warns),
     t, the split sizes, ``checkpoint_epoch``, ``checkpoint_finished`` (see
     :func:`linear_probe`) and ``seconds`` (wall time).
     """
@@ -399,7 +458,7 @@ def _write_knn(
     t0: float,
     transfer: Transfer | None = None,
 ) -> dict[str, Any]:
-    """Weighted kNN accuracy of test features (N, F) against the bank (M, F); write ``knn.json``.
+    """Weighted kNN accuracy of features (N, F) of ``cfg.split`` against the bank (M, F); write its JSON.
 
     ``knn.json`` records the k used: at most the bank's size (:func:`neighbours`); a transfer
     writes ``knn-<data>.json``.
@@ -415,11 +474,14 @@ def _write_knn(
         k=k,
         t=t,
     )
-    out = {"test_acc": acc, "k": k, "t": t, "n_train": len(train), "n_test": len(test)}
+    split = cfg.split
+    out = {f"{split}_acc": acc, "split": split, "k": k, "t": t, "n_train": len(train)}
+    out[f"n_{split}"] = len(test)
     out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    files.write_json(path / (transfer.file("knn.json") if transfer else "knn.json"), out)
+    name = result_name("knn", split)
+    files.write_json(path / (transfer.file(name) if transfer else name), out)
     return out
 
 
@@ -433,28 +495,36 @@ def knn_and_probe(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The final kNN, linear probe and retrieval of a run from one feature extraction (``run``).
 
-    Writes the same ``knn.json``, ``probe.json`` and ``retrieval.json`` as :func:`knn`,
-    :func:`linear_probe` and :func:`retrieval` called one after the other, with the train and
-    test features computed once instead of three times. ``knn.json``'s ``seconds`` then covers
-    loading the encoder and data, the feature extraction and the kNN; ``probe.json``'s and
-    ``retrieval.json``'s cover the probe and the retrieval alone (they record
+    Writes the same ``knn.json``, ``probe.json`` and ``retrieval.json`` (``knn_val.json`` and
+    ``probe_val.json`` with ``probe.split`` val) as :func:`knn`, :func:`linear_probe` and
+    :func:`retrieval` called one after the other, with the train and scored features computed
+    once instead of three times. ``knn.json``'s ``seconds`` then covers loading the encoder and
+    data, the feature extraction and the kNN; ``probe.json``'s and ``retrieval.json``'s cover
+    the probe and the retrieval alone (they record
     ``"features_from": "knn"``), so their sum is the evaluation's wall time.
 
     Args:
         run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
-        probe: The probe's options (its ``device`` is the evaluation's).
-        knn: The kNN's k and t (default: the run's).
+        probe: The probe's options (its ``device`` and ``split`` are the evaluation's).
+        knn: The kNN's k and t (default: the run's); its ``split`` must be the probe's.
         train_data: Override of the training data (kNN bank and probe training set).
         test_data: Override of the test data.
 
     Returns:
         The contents of ``knn.json`` and ``probe.json``.
+
+    Raises:
+        ContrastkitError: if ``knn`` and ``probe`` name different splits.
     """
     t0 = time.perf_counter()
-    kcfg = knn if knn is not None else KnnConfig(run_dir=str(run_dir), device=probe.device)
+    kcfg = knn or KnnConfig(run_dir=str(run_dir), device=probe.device, split=probe.split)
+    if kcfg.split != probe.split:
+        raise ContrastkitError(
+            f"knn and probe must score one split, got knn split {kcfg.split!r} and probe "
+            f"split {probe.split!r}"
+        )
     run = load_encoder(run_dir, probe.device)
-    train = _labelled(_split(run, train_data, "train"), "the evaluation's training data")
-    test = _labelled(_split(run, test_data or train_data, "test"), "the evaluation's test data")
+    train, test = eval_splits(run, probe.split, train_data, test_data)
     ftr, fte = _features(run, train), _features(run, test)
     path = Path(run_dir)
     knn_out = _write_knn(path, run, kcfg, train, test, ftr, fte, t0)
@@ -462,7 +532,14 @@ def knn_and_probe(
     shared = {"features_from": "knn"}
     probe_out = _write_probe(path, run, probe, train, test, ftr, fte, t1, shared)
     _write_retrieval(
-        path, run, "test", (ftr, train.labels), (fte, test.labels), time.perf_counter(), shared
+        path,
+        run,
+        probe.split,
+        (ftr, train.labels),
+        (fte, test.labels),
+        time.perf_counter(),
+        shared,
+        name=result_name("retrieval", probe.split),
     )
     return knn_out, probe_out
 
@@ -554,7 +631,9 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     """Write the backbone features of a split to ``.npz`` (``contrastkit embed``).
 
     ``config`` is an :class:`~contrastkit.train.config.EmbedConfig` or just the run directory
-    (the test split to ``embeddings.npz``); ``data`` overrides the run's data set.
+    (the test split to ``embeddings.npz``); ``data`` overrides the run's data set. Split
+    ``val`` is the run's validation images (``--val-fraction``), carved from its training
+    split as pretraining did; a run without them is refused.
 
     The file holds ``features`` (N, F) float32 (the encoder output, before any head),
     ``labels`` (N,) int64 (-1 where unlabelled), and ``checkpoint_epoch`` and
@@ -566,7 +645,10 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     """
     cfg = _as_config(EmbedConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
-    ds = _split(run, data, cfg.split)
+    if cfg.split == "val":
+        ds = _val_split(run, _split(run, data, "train"))
+    else:
+        ds = _split(run, data, cfg.split)
     feats = _features(run, ds)
     out = Path(cfg.out)
     if out.suffix != ".npz":

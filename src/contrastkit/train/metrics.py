@@ -68,7 +68,10 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def knn_curve(path: Path) -> list[tuple[int, float]]:
-    """(epoch, kNN test accuracy) pairs of a run: its monitor, closed by ``knn.json``.
+    """(epoch, kNN accuracy) pairs of a run: its monitor, closed by ``knn.json``.
+
+    The monitor scores the test split, or the validation split of a run with
+    ``val_fraction`` > 0 (whose curve ``knn.json``, of the test split, never closes).
 
     ``contrastkit run`` skips the monitor after the last epoch and computes ``knn.json`` from
     the same final weights instead; that value becomes the last point when it measured what
@@ -84,6 +87,8 @@ def knn_curve(path: Path) -> list[tuple[int, float]]:
     from contrastkit.train.rundir import read_config
 
     cfg = read_config(path)
+    if cfg.get("val_fraction"):  # the monitor scored validation: knn.json is of the test split
+        return curve
     limit = cfg.get("limit")
     n_train = knn.get("n_train")
 

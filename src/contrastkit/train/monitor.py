@@ -19,8 +19,13 @@ from contrastkit.train.state import TrainingState
 def knn_monitor(
     cfg: PretrainConfig, state: TrainingState, data: RunData, device: torch.device
 ) -> float | None:
-    """Weighted kNN test accuracy of the current encoder's features (None without labels)."""
-    if data.bank is None or data.test is None:
+    """Weighted kNN accuracy of the current encoder's features (None without labels).
+
+    It scores the run's validation split if it has one, else its test split
+    (:attr:`~contrastkit.train.rundata.RunData.monitored`).
+    """
+    queries, _ = data.monitored
+    if data.bank is None or queries is None:
         return None
     kw = {
         "mean": data.shape.mean,
@@ -30,12 +35,12 @@ def knn_monitor(
         "channels_last": cfg.channels_last,
     }
     bank = extract_features(state.encoder, iter_images(data.bank, 512, workers=cfg.workers), **kw)  # type: ignore[arg-type]
-    test = extract_features(state.encoder, iter_images(data.test, 512, workers=cfg.workers), **kw)  # type: ignore[arg-type]
+    feats = extract_features(state.encoder, iter_images(queries, 512, workers=cfg.workers), **kw)  # type: ignore[arg-type]
     return knn_accuracy(
         bank,
         data.bank.labels,
-        test,
-        data.test.labels,
+        feats,
+        queries.labels,
         num_classes=data.shape.num_classes,
         k=cfg.knn_k or 200,
         t=cfg.knn_t,

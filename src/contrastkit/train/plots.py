@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contrastkit.train import files, metrics
+
+if TYPE_CHECKING:
+    from contrastkit.train.space import Param
 
 TSNE_MAX_POINTS = 2000
 
@@ -181,3 +184,29 @@ def method_plots(run: Path, title: str) -> list[Path]:
         )
         made.append(out / "confusion.png")
     return made
+
+
+def plot_sweep(rows: list[dict[str, Any]], params: list[Param], path: Path) -> None:
+    """Validation accuracy against each parameter, one panel each (pruned trials as crosses)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.2), squeeze=False)
+    for ax, p in zip(axes[0], params, strict=True):
+        for state, marker, key in (
+            ("complete", "o", "val_acc"),
+            ("pruned", "x", "last_knn_val_acc"),
+        ):
+            pts = [(r[p.name], r[key]) for r in rows if r["state"] == state and r[key] is not None]
+            if not pts:
+                continue
+            xs = [x if p.choices is None else p.choices.index(x) for x, _ in pts]
+            ax.scatter(xs, [100 * y for _, y in pts], marker=marker, label=state)
+        if p.choices is not None:
+            ax.set_xticks(range(len(p.choices)), [str(c) for c in p.choices])
+        elif p.log:
+            ax.set_xscale("log")
+        ax.set(xlabel=p.name, ylabel="validation accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with files.os_errors("write", path):
+        fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
@@ -55,11 +56,13 @@ class PretrainResult:
         run_dir: The run directory.
         epochs: Epochs trained in total.
         seconds: Training wall time (summed over resumed parts; kNN monitor included).
-        knn_acc: kNN-monitor test accuracy after the last epoch (None without labelled test
-            data, or when ``pretrain`` was called with ``final_knn=False``).
+        knn_acc: kNN-monitor accuracy after the last epoch, on the validation split if the
+            run has one, else on the test split (None without labelled data, or when
+            ``pretrain`` was called with ``final_knn=False``).
         loss: Mean loss of the last epoch.
         already_finished: The run was finished before this call (a resume that trained
             nothing); the figures are those its last epoch recorded.
+        knn_split: The split ``knn_acc`` scored: ``val`` or ``test``.
     """
 
     run_dir: Path
@@ -68,6 +71,7 @@ class PretrainResult:
     knn_acc: float | None
     loss: float
     already_finished: bool = False
+    knn_split: str = "test"
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -76,6 +80,10 @@ class PretrainResult:
 DataArg = Dataset[tuple[Tensor, int]]
 """A ``Dataset`` of ``(image tensor (C, H, W), label)``, the Python alternative to a data set name."""
 
+EpochCallback = Callable[[int, "float | None"], None]
+"""Called after each epoch's checkpoint with (epoch, kNN-monitor accuracy or None); it may
+raise to stop the run there (a sweep's pruner does)."""
+
 
 def pretrain(
     config: PretrainConfig | None = None,
@@ -83,6 +91,7 @@ def pretrain(
     data: DataArg | None = None,
     test_data: DataArg | None = None,
     final_knn: bool = True,
+    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """Pretrain an encoder and write a run directory (``contrastkit pretrain``).
 
@@ -99,6 +108,9 @@ def pretrain(
         final_knn: Run the kNN monitor after the last epoch (whatever ``knn_every`` says).
             ``contrastkit run`` passes False: it computes ``knn.json`` from the same final
             weights right after, which the reports then show as the curve's last point.
+        on_epoch: Called on the main process after each epoch's checkpoint with the epoch
+            and its kNN-monitor accuracy (None when not monitored); an exception it raises
+            ends the run there, the directory resumable.
 
     Returns:
         The run directory, epochs, seconds, the kNN accuracy after the last epoch (None with
@@ -112,7 +124,8 @@ def pretrain(
     cfg = config if config is not None else PretrainConfig()
     cfg = recipes.resolve(with_data_object(cfg, data, test_data))
     autocast_dtype(cfg.precision, resolve_device(cfg.device))  # a precision the device can do
-    return train(cfg, data if data is not None else cfg.data, test_data, final_knn, resume=False)
+    source = data if data is not None else cfg.data
+    return train(cfg, source, test_data, final_knn, resume=False, on_epoch=on_epoch)
 
 
 def check_data_objects(data: object, test_data: object) -> None:
@@ -161,18 +174,20 @@ def train(
     final_knn: bool,
     *,
     resume: bool,
+    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """Train the resolved ``cfg`` in its run directory, joining ``torchrun``'s processes if launched.
 
     ``resume`` continues the run in ``cfg.out`` (whose saved options ``cfg`` are,
-    :mod:`contrastkit.train.resume`); otherwise the directory must be free.
+    :mod:`contrastkit.train.resume`); otherwise the directory must be free. ``on_epoch``: see
+    :func:`pretrain`.
     """
     device = resolve_device(cfg.device)
     joined = launch.launched() and not distributed.is_distributed()
     if launch.launched():  # torchrun: cuda:LOCAL_RANK + nccl, or the CPU + gloo
         device = _launch_errors(lambda: launch.init_from_env(device.type))
     try:
-        return _pretrain(cfg, source, test_data, device, final_knn, resume)
+        return _pretrain(cfg, source, test_data, device, final_knn, resume, on_epoch)
     finally:
         if joined:
             launch.shutdown()
@@ -195,6 +210,7 @@ def _pretrain(
     device: torch.device,
     final_knn: bool,
     resume: bool,
+    on_epoch: EpochCallback | None,
 ) -> PretrainResult:
     assert cfg.batch_size is not None and cfg.epochs is not None  # resolved (recipes.resolve)
     batch_size, epochs = cfg.batch_size, cfg.epochs
@@ -205,7 +221,7 @@ def _pretrain(
     # the model as later commands rebuild it: a user's registered factory by its import path
     cfg = replace(cfg, model=recorded_name(cfg.model or default_model(run_data.shape)))
     augment = augmentation(cfg, source, run_data.shape)
-    if run_data.bank is not None and run_data.test is not None and is_main():
+    if run_data.bank is not None and run_data.monitored[0] is not None and is_main():
         neighbours(cfg.knn_k or 200, len(run_data.bank), "the kNN monitor")  # warns if clamped
     assert cfg.out is not None
     run_dir = cfg.out
@@ -215,7 +231,7 @@ def _pretrain(
         state, resumed = _start(cfg, run_data, device)
         if resumed and (state.epoch >= epochs or capped(cfg, state)):
             return _finished(cfg, state, run_data, augment, device, final_knn)
-        return _train(cfg, state, run_data, augment, device, final_knn, resumed)
+        return _train(cfg, state, run_data, augment, device, final_knn, resumed, on_epoch)
     finally:
         if lock is not None:
             lock.release()
@@ -290,7 +306,8 @@ def _finished(
     distributed.barrier()
     loss = float(last.get("loss", math.nan))
     final = knn_acc if final_knn else None
-    return PretrainResult(out, state.epoch, state.elapsed, final, loss, already_finished=True)
+    split = run_data.monitored[1]
+    return PretrainResult(out, state.epoch, state.elapsed, final, loss, True, split)
 
 
 def _write_snapshot(
@@ -317,6 +334,7 @@ def _train(
     device: torch.device,
     final_knn: bool,
     resumed: bool,
+    on_epoch: EpochCallback | None = None,
 ) -> PretrainResult:
     """Train from ``state`` to the last epoch or ``max_steps``, checkpointing as it goes.
 
@@ -397,6 +415,7 @@ def _train(
                 "loss": loss_mean,
                 "lr": records[-1]["lr"] if records else state.optimizer.param_groups[0]["lr"],
                 "knn_acc": knn_acc if monitor else None,
+                "knn_split": run_data.monitored[1],
                 "images_per_s": seen / train_seconds,
                 "elapsed": state.elapsed,
                 "cpu_elapsed": state.cpu_elapsed,
@@ -406,6 +425,8 @@ def _train(
             for r in records:
                 metrics.append_metrics(out, r)
             save(finished=last)
+            if on_epoch is not None:
+                on_epoch(state.epoch, knn_acc if monitor else None)
         progress.epoch(records)
     progress.close()
     if capped(cfg, state) and final_knn and knn_acc is None and is_main():
@@ -414,7 +435,8 @@ def _train(
         _write_snapshot(cfg, state, run_data, augment, device, again=resumed)
     distributed.barrier()  # every process ends with the files of rank 0 written
     final = knn_acc if final_knn else None
-    return PretrainResult(out, state.epoch, state.elapsed, final, loss_mean)
+    split = run_data.monitored[1]
+    return PretrainResult(out, state.epoch, state.elapsed, final, loss_mean, False, split)
 
 
 def _epoch_losses(out: Path, state: TrainingState) -> list[float]:

@@ -158,16 +158,20 @@ def _train_methods(
         else:
             method_cfg = recipes.resolve(recipes.for_method(recipe, method, str(out)))
         # knn.json, computed right below from the final weights, closes the kNN curve; after
-        # --limit the monitor's bank is the subset, so there the last epoch is monitored too
-        final_knn = recipe.limit is not None
+        # --limit the monitor's bank is the subset, and with --val-fraction it scores the
+        # validation split, so there the last epoch is monitored too
+        final_knn = recipe.limit is not None or recipe.val_fraction > 0
         pretrain.train(method_cfg, source, test_data, final_knn, resume=resuming)
-        probe = ProbeConfig(
-            **dataclasses.asdict(cfg.probe),
-            run_dir=str(out),
-            seed=recipe.seed,
-            device=recipe.device,
-            quiet=recipe.quiet,
-        )
-        knn_and_probe(out, probe=probe, train_data=data, test_data=test_data)
+        # validation first (what a choice would read), then the test split, once
+        for split in ("val", "test") if recipe.val_fraction > 0 else ("test",):
+            probe = ProbeConfig(
+                **dataclasses.asdict(cfg.probe),
+                run_dir=str(out),
+                split=split,
+                seed=recipe.seed,
+                device=recipe.device,
+                quiet=recipe.quiet,
+            )
+            knn_and_probe(out, probe=probe, train_data=data, test_data=test_data)
     if added:  # now trained: the run lists them (its provenance stays as first written)
         rundir.update_config(root, {"method": cfg.method})

@@ -25,6 +25,7 @@ from contrastkit.data import (
 )
 from contrastkit.data.registry import Split
 from contrastkit.data.shards import BatchList, ShardSplit, batch_loader
+from contrastkit.data.splits import carve_val
 from contrastkit.data.tensor_dataset import limit_indices
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import launch
@@ -35,12 +36,26 @@ from contrastkit.train.networks import DataShape
 
 @dataclass
 class RunData:
-    """The splits a run uses (in memory, or ``shards:DIR`` read on demand)."""
+    """The splits a run uses (in memory, or ``shards:DIR`` read on demand).
+
+    Attributes:
+        train: The images pretraining sees (without the validation images).
+        bank: The labelled images the kNN monitor votes with (None without labels).
+        test: The test split (None when the run has a validation split: it is not read).
+        shape: Channels, size, classes and normalisation of the images.
+        val: The validation images (``--val-fraction``), None without.
+    """
 
     train: Split
     bank: Split | None
     test: Split | None
     shape: DataShape
+    val: Split | None = None
+
+    @property
+    def monitored(self) -> tuple[Split | None, str]:
+        """The split the kNN monitor scores and its name: validation if the run has one."""
+        return (self.val, "val") if self.val is not None else (self.test, "test")
 
 
 def _check_labels(cfg: PretrainConfig, train: Split) -> None:
@@ -56,7 +71,12 @@ def load_run_data(
     data: str | Dataset[tuple[Tensor, int]],
     test_data: str | Dataset[tuple[Tensor, int]] | None,
 ) -> RunData:
-    """Load the pretraining split, the kNN bank (labelled train images) and the test split."""
+    """Load the pretraining split, the kNN bank (labelled train images) and the monitored split.
+
+    With ``val_fraction`` > 0 the validation images are carved from the training split first
+    (:func:`~contrastkit.data.splits.carve_val`; ``limit`` then subsets what is left) and the
+    test split is not loaded; else the monitor scores the test split, as before.
+    """
     kw = {"root": cfg.data_root, "download": cfg.download, "image_size": cfg.image_size}
     bank: Split | None
     test: Split | None
@@ -68,10 +88,15 @@ def load_run_data(
         bank = train if train.has_labels else None
         if bank is None and "train" in info.splits and split != "train":
             bank = resolve_dataset(data, "train", **kw)  # type: ignore[arg-type]
-        test = resolve_dataset(test_data or data, "test", **kw)  # type: ignore[arg-type]
     else:
         train = resolve_dataset(data, "train")
         bank = train if train.has_labels else None
+    train, val = carve_val(train, cfg.val_fraction)
+    if val is not None:  # the monitor scores validation: the test split is not read
+        bank, test = train, None
+    elif isinstance(data, str):
+        test = resolve_dataset(test_data or data, "test", **kw)  # type: ignore[arg-type]
+    else:
         test = resolve_dataset(test_data, "test") if test_data is not None else None
     if cfg.limit is not None and cfg.limit < len(train):
         train = train.subset(limit_indices(len(train), cfg.limit))
@@ -89,7 +114,7 @@ def load_run_data(
     c, h, w = train.image_shape
     classes = (bank or train).classes
     shape = DataShape(c, max(h, w), len(classes), mean, std, classes)
-    return RunData(train, bank, test, shape)
+    return RunData(train, bank, test, shape, val)
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Tensor]:
