@@ -155,7 +155,7 @@ def _open_study(cfg: SweepConfig, params: list[Param], storage: str) -> optuna.S
         study_name=cfg.study,
         direction="maximize",
         load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=_warmup(cfg)),
     )
     recorded = _recorded(cfg, params)
     for key, value in recorded.items():
@@ -168,6 +168,15 @@ def _open_study(cfg: SweepConfig, params: list[Param], storage: str) -> optuna.S
                 f"give the same options, or another --study or --out"
             )
     return study
+
+
+def _warmup(cfg: SweepConfig) -> int:
+    """Epochs before a trial may be pruned: a third of the run's.
+
+    The first epochs, in the learning-rate warm-up, say little of the end: with pruning from
+    epoch 1, a digits sweep pruned 3 of 10 trials after their first epoch.
+    """
+    return max(1, (cfg.pretrain.epochs or 3) // 3)
 
 
 def _recorded(cfg: SweepConfig, params: list[Param]) -> dict[str, Any]:
