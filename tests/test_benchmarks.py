@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--batch", "8", "--rounds", "1", "--extract", "32", "--threads", "1"]
 
@@ -41,18 +39,3 @@ def test_encoders_benchmark_counts_multiply_adds_of_both_small_cnns():
     assert rows[0]["parameters"] - rows[1]["parameters"] == 9 * 32 * 32 + 2 * 32  # conv + BN
     assert rows[0]["step_speedup"] == 1.0 and rows[1]["step_s"] > 0
     assert "| small_cnn_s2 | 21.7M | 277,600 |" in out
-
-
-@pytest.mark.slow
-def test_moco_benchmark_reports_every_variant_against_simclr():
-    rows, out = _bench("moco.py")
-    assert [row["variant"] for row in rows] == [
-        "simclr",
-        "moco",
-        "moco-symmetric",
-        "moco-65536",
-        "mocov3",
-    ]
-    assert rows[0]["vs_simclr"] == 1.0 and all(row["step_s"] > 0 for row in rows)
-    assert rows[3]["queue_size"] == 65536 and rows[3]["queue_mib"] == 32.5  # 65,536 × (512 + 8) B
-    assert "| moco-65536 | 65,536 |" in out
