@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--batch", "8", "--rounds", "1", "--extract", "32", "--threads", "1"]
 
@@ -61,18 +59,3 @@ def test_embeddings_benchmark_finds_the_same_neighbours_with_faiss_and_torch():
     (metric,) = [row for row in rows if row["part"] == "retrieval"]
     assert metric["queries"] == 100 and 0 <= metric["map_at_r"] <= 1
     assert "| faiss-flat | 1,000 × 128 | 5 |" in r.stdout
-
-
-@pytest.mark.slow
-def test_moco_benchmark_reports_every_variant_against_simclr():
-    rows, out = _bench("moco.py")
-    assert [row["variant"] for row in rows] == [
-        "simclr",
-        "moco",
-        "moco-symmetric",
-        "moco-65536",
-        "mocov3",
-    ]
-    assert rows[0]["vs_simclr"] == 1.0 and all(row["step_s"] > 0 for row in rows)
-    assert rows[3]["queue_size"] == 65536 and rows[3]["queue_mib"] == 32.5  # 65,536 × (512 + 8) B
-    assert "| moco-65536 | 65,536 |" in out
