@@ -1,7 +1,10 @@
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
+import time
+from typing import Any
 
 import pytest
 
@@ -338,3 +341,31 @@ def test_a_second_lock_is_refused_at_once_naming_the_holder(tmp_path):
             rundir.open_run_dir(tmp_path, resume=True)
     with lock.RunLock(tmp_path):  # released: free again
         pass
+
+
+def _signal_then_sleep(started: Any) -> None:
+    started.set()
+    time.sleep(60)
+
+
+def test_a_forked_child_does_not_hold_its_parents_lock(tmp_path):
+    """A DataLoader worker (a fork) outliving its parent must not keep the run directory locked.
+
+    ``flock`` locks belong to the open file, which a fork shares: before the fix the child's copy
+    kept the lock after the parent released it (or died by ``kill -9``), and ``--resume`` was
+    refused for as long as the worker lived.
+    """
+    ctx = multiprocessing.get_context("fork")
+    held = lock.RunLock(tmp_path)
+    started = ctx.Event()
+    child = ctx.Process(target=_signal_then_sleep, args=(started,))
+    child.start()
+    try:
+        assert started.wait(60)  # the child runs: fork and its after-fork hooks are behind it
+        held.release()  # what the parent's death does to its own descriptor
+        with lock.RunLock(tmp_path):  # free at once, though the child lives on
+            pass
+        assert child.is_alive()
+    finally:
+        child.kill()
+        child.join()

@@ -38,6 +38,28 @@ def _alive(pid: int) -> bool:
 
 NO_HOLDER_YET = "another process (it has not written its pid yet)"
 
+_HELD: set[int] = set()
+"""File descriptors of the locks this process holds."""
+
+
+def _drop_in_child() -> None:
+    """Close a forked child's copies of its parent's lock descriptors.
+
+    ``flock`` locks belong to the open file, which a fork shares: a child that keeps its copy
+    (a DataLoader worker, which outlives a ``kill -9`` of its parent by up to a few seconds)
+    would hold the run directory after its parent died. Closing the copy (never ``LOCK_UN``,
+    which would unlock the parent's file too) leaves the lock to the process that took it.
+    """
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
+
 
 def lock_holder(file: Path) -> str:
     """Who holds the lock ``file``, from what it wrote there: pid, host, start time, command."""
@@ -56,7 +78,8 @@ class RunLock:
     """An exclusive ``flock`` on ``RUN/.lock``, held while a process works in ``RUN``.
 
     The kernel drops the lock when the file is closed or its process dies, even by
-    ``kill -9``: no lock outlives its holder (the file stays, and is reused). While held, the
+    ``kill -9``: no lock outlives its holder (the file stays, and is reused). Forked children
+    (DataLoader workers) close their copy at once, so they never hold it. While held, the
     file names the holder (JSON: pid, host, command, start time) for a refused process to
     quote. Under ``torchrun`` only rank 0 takes it.
     """
@@ -92,10 +115,12 @@ class RunLock:
             os.close(fd)
             raise
         self._fd: int | None = fd
+        _HELD.add(fd)
 
     def release(self) -> None:
         """Drop the lock (closing the file); a second call does nothing."""
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)
             self._fd = None
 
