@@ -60,6 +60,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _launch_env(rank: int, world: int, ports: Any) -> None:
+    """Set what torchrun would for ``rank`` of ``world``, rank 0 choosing the port for all.
+
+    ``ports`` is a queue shared by the processes: rank 0 puts a free port once per other rank.
+    """
+    if rank == 0:
+        port = _free_port()
+        for _ in range(world - 1):
+            ports.put(port)
+    else:
+        port = ports.get()
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
+
+
 def _require_gloo() -> None:
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available in this build")
@@ -77,21 +99,7 @@ def _worker(rank: int, ports: Any, jobs: list[dict[str, Any]]) -> None:
     """
     torch.set_num_threads(1)
     for job in jobs:
-        if rank == 0:
-            port = _free_port()
-            for _ in range(WORLD - 1):
-                ports.put(port)
-        else:
-            port = ports.get()
-        os.environ.update(
-            {
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": str(WORLD),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-            }
-        )
+        _launch_env(rank, WORLD, ports)
         stop_after = job.pop("interrupt_after_steps", None)
         if stop_after is None:
             _pretrain_or_resume(job)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_ddp import _free_port, _require_gloo
+from test_ddp import _launch_env, _require_gloo
 
 from contrastkit.data.prepare import prepare
 from contrastkit.train.config import PretrainConfig
@@ -43,20 +42,7 @@ class Indexed(torch.utils.data.Dataset):
 
 def _worker(rank: int, ports: Any, shards: str, out: str) -> None:
     torch.set_num_threads(1)
-    if rank == 0:
-        port = _free_port()
-        ports.put(port)
-    else:
-        port = ports.get()
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+    _launch_env(rank, WORLD, ports)
     seen: list[dict[str, Any]] = []
     real_step = loop_module.train_step
 

@@ -64,8 +64,8 @@ def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any], *, co
     write_atomic(path / CONFIG, text)
 
 
-def read_provenance(path: Path) -> dict[str, Any]:
-    """The provenance block of the ``config.yaml`` in ``path`` (empty when it has none).
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The whole ``config.yaml`` of ``path``, provenance included.
 
     Raises:
         ContrastkitError: if the file is missing.
@@ -75,7 +75,16 @@ def read_provenance(path: Path) -> dict[str, Any]:
     file = path / CONFIG
     if not file.is_file():
         raise ContrastkitError(f"{path} is not a run directory (no {CONFIG})")
-    prov = load_yaml(str(file)).get(PROVENANCE_KEY)
+    return load_yaml(str(file))
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """The provenance block of the ``config.yaml`` in ``path`` (empty when it has none).
+
+    Raises:
+        ContrastkitError: if the file is missing.
+    """
+    prov = _read_config_file(path).get(PROVENANCE_KEY)
     return prov if isinstance(prov, dict) else {}
 
 
@@ -85,12 +94,7 @@ def read_config(path: Path) -> dict[str, Any]:
     Raises:
         ContrastkitError: if the file is missing.
     """
-    from contrastkit.train.config import load_yaml
-
-    file = path / CONFIG
-    if not file.is_file():
-        raise ContrastkitError(f"{path} is not a run directory (no {CONFIG})")
-    data = load_yaml(str(file))
+    data = _read_config_file(path)
     data.pop(PROVENANCE_KEY, None)
     return data
 
