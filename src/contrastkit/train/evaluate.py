@@ -82,6 +82,9 @@ class LoadedRun:
 def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild the run's encoder from ``checkpoints/last.pt`` (weights only, eval mode).
 
+    Its weights are in the run's memory format (channels-last with ``channels_last``), as
+    training held them, so its features are those of the kNN monitor to the last bit.
+
     Warns when the run is unfinished (its checkpoint is of an epoch before the last).
 
     Raises:
@@ -113,7 +116,11 @@ def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
             stacklevel=3,
         )
     epoch = int(ckpt.get("epoch", 0))
-    return LoadedRun(encoder.to(dev).eval(), cfg, shape, dev, epoch, finished)
+    # the weights in the memory format training kept them in: a channels-last convolution
+    # rounds differently (~1e-6), enough to flip a borderline kNN vote against the monitor's
+    fmt = torch.channels_last if cfg.get("channels_last", False) else torch.contiguous_format
+    encoder = encoder.to(dev, memory_format=fmt)  # type: ignore[call-overload]
+    return LoadedRun(encoder.eval(), cfg, shape, dev, epoch, finished)
 
 
 def neighbours(k: int, bank_size: int, what: str) -> int:
