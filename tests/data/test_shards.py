@@ -358,3 +358,13 @@ def test_an_image_of_another_shape_is_named(tmp_path, encoding):
         "must have one shape"
     )
     assert not (tmp_path / "p" / "index.json").exists()
+
+
+def test_a_prepared_folder_has_the_statistics_of_the_folder_in_memory(tmp_path):
+    from contrastkit.data import channel_stats
+
+    folder = _folder(tmp_path / "imgs")
+    index = prepare(f"folder:{folder}", tmp_path / "out", shard_size=4, workers=2, quiet=True)
+    in_memory = load_dataset(f"folder:{folder}", "train")
+    assert len(index["splits"]["train"]["shards"]) == 3  # sums over several shards
+    assert (index["mean"], index["std"]) == channel_stats(in_memory.images)

@@ -304,17 +304,23 @@ def _done(task: _Task) -> dict[str, Any] | None:
 
 
 def _stats(src: _Source, shards: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (0–1 scale): the in-memory figures, else exact from the sums."""
+    """Per-channel mean and std (0–1 scale): the in-memory figures, else from the exact sums.
+
+    Both are :func:`~contrastkit.data.augment.stats_from_sums` of the same integer sums, so a
+    folder prepared here has the statistics of the folder loaded in memory.
+    """
     if src.stats is not None:
         return src.stats
+    from contrastkit.data.augment import stats_from_sums
+
     total = sum(s["pixels"] for s in shards)
     if total == 0:
         return [], []
-    s1 = np.sum([s["pixel_sum"] for s in shards if s["count"]], axis=0) / 255.0
-    s2 = np.sum([s["pixel_sumsq"] for s in shards if s["count"]], axis=0) / 255.0**2
-    mean = s1 / total
-    var = (s2 - total * mean**2) / max(total - 1, 1)  # unbiased, like torch.std
-    return mean.tolist(), np.maximum(np.sqrt(np.maximum(var, 0)), 1e-3).tolist()
+    written = [s for s in shards if s["count"]]
+    # the sums are integers (exact in float64 below 2**53): as channel_stats computes them
+    s1 = [sum(int(s["pixel_sum"][c]) for s in written) for c in range(len(written[0]["pixel_sum"]))]
+    s2 = [sum(int(s["pixel_sumsq"][c]) for s in written) for c in range(len(s1))]
+    return stats_from_sums(s1, s2, total)
 
 
 def prepare(
