@@ -224,3 +224,49 @@ def test_evaluate_splits_refuses_bad_splits_before_loading(tmp_path, splits, mes
     with pytest.raises(ContrastkitError) as info:  # the directory holds no run: not read yet
         evaluate_splits(tmp_path / "no-run", splits, probe=probe)
     assert str(info.value) == message
+
+
+def _digits_features(run_dir: Path, images: torch.Tensor) -> torch.Tensor:
+    """The encoder's features of ``images``, extracted directly (the oracle of embed)."""
+    from contrastkit.train.evaluate import load_encoder
+    from contrastkit.train.features import extract_features
+
+    run = load_encoder(run_dir, "cpu")
+    return extract_features(
+        run.encoder, [images], mean=run.shape.mean, std=run.shape.std, device=run.device
+    )
+
+
+def test_embed_train_holds_the_images_the_encoder_trained_on_and_val_the_rest(
+    val_run, tmp_path
+) -> None:
+    digits = load_dataset("digits", "train")
+    val = digits_val_positions(0.2)
+    keep = torch.tensor(sorted(set(range(len(digits))) - set(val.tolist())))
+    got = {}
+    for split in ("train", "val"):
+        cfg = EmbedConfig(str(val_run), split, str(tmp_path / f"{split}.npz"), "cpu")
+        with np.load(embed(cfg)) as npz:
+            got[split] = (torch.from_numpy(npz["features"]), torch.from_numpy(npz["labels"]))
+    assert len(got["train"][1]) + len(got["val"][1]) == len(digits) == 1437
+    every = _digits_features(val_run, digits.images)  # (1437, F)
+    for split, positions in (("train", keep), ("val", val)):
+        assert torch.equal(got[split][1], digits.labels[positions]), split
+        torch.testing.assert_close(got[split][0], every[positions], rtol=0, atol=1e-5)
+
+
+def test_embed_train_of_a_limited_run_is_the_evaluations_training_images(tmp_path) -> None:
+    # --limit trains on a subset, but kNN, probe and retrieval use the whole training split
+    # without the validation images: embed gives those, as the evaluations see them
+    out = tmp_path / "lim"
+    pretrain(PretrainConfig(method="ce", val_fraction=0.1, limit=200, out=str(out), **FAST))
+    digits = load_dataset("digits", "train")
+    keep = stratified_split(digits.labels, 0.1, seed=0)[0]
+    with np.load(embed(EmbedConfig(str(out), "train", str(tmp_path / "e.npz"), "cpu"))) as npz:
+        labels, features = torch.from_numpy(npz["labels"]), torch.from_numpy(npz["features"])
+    held_out = sum(max(1, round(0.1 * n)) for n in torch.bincount(digits.labels).tolist())
+    assert torch.equal(labels, digits.labels[keep]) and len(labels) == 1437 - held_out == 1295
+    want = _digits_features(out, digits.images[keep])
+    torch.testing.assert_close(features, want, rtol=0, atol=1e-5)
+    bank = knn(KnnConfig(run_dir=str(out), device="cpu"))
+    assert bank["n_train"] == len(labels)

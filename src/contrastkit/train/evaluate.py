@@ -711,8 +711,12 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
 
     ``config`` is an :class:`~contrastkit.train.config.EmbedConfig` or just the run directory
     (the test split to ``embeddings.npz``); ``data`` overrides the run's data set. Split
-    ``val`` is the run's validation images (``--val-fraction``), carved from its training
-    split as pretraining did; a run without them is refused.
+    ``train`` is the training split without the run's validation images (``--val-fraction``):
+    the images the encoder was trained on (with ``--limit``, it trained on a seeded subset of
+    them), which are the kNN bank and the probe's training set. Split ``val`` is the
+    validation images, carved from the training split as pretraining did (a run without them
+    is refused); ``train`` and ``val`` together are the whole training split, in its order.
+    Any other split is embedded whole.
 
     The file holds ``features`` (N, F) float32 (the encoder output, before any head),
     ``labels`` (N,) int64 (-1 where unlabelled), and ``checkpoint_epoch`` and
@@ -726,6 +730,8 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     run = load_encoder(cfg.run_dir, cfg.device)
     if cfg.split == "val":
         ds = _val_split(run, _split(run, data, "train"))
+    elif cfg.split == "train":
+        ds, _ = carve_val(_split(run, data, "train"), _val_fraction(run))
     else:
         ds = _split(run, data, cfg.split)
     feats = _features(run, ds)
