@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -142,41 +143,17 @@ def train_linear_probe(
     train_labels: Tensor,
     test_features: Tensor,
     test_labels: Tensor,
-    *,
-    num_classes: int,
-    epochs: int = 100,
-    batch_size: int = 256,
-    lr: float = 0.01,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
+    **settings: Any,
 ) -> ProbeResult:
-    """Train a probe (:func:`fit_linear_probe`) and score it on the test features.
+    """Train a probe and score it on ``test_features`` (N, F) with ``test_labels`` (N,).
 
-    Args:
-        train_features: Shape: (M, F).
-        train_labels: Shape: (M,).
-        test_features: Shape: (N, F).
-        test_labels: Shape: (N,).
-        num_classes: Number of classes.
-        epochs: Passes over the training features.
-        batch_size: Features per step.
-        lr: Peak AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        seed: Seed of the initialisation and the shuffling.
+    ``train_features``, ``train_labels`` and the keyword ``settings`` (``num_classes``,
+    ``epochs``…) are :func:`fit_linear_probe`'s; then :func:`score_probe`.
 
     Returns:
         The accuracies and the test predictions (N,).
     """
-    probe = fit_linear_probe(
-        train_features,
-        train_labels,
-        num_classes=num_classes,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-    )
+    probe = fit_linear_probe(train_features, train_labels, **settings)
     return score_probe(probe, test_features, test_labels)
 
 
