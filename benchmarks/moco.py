@@ -9,7 +9,8 @@ images of the Fashion-MNIST shape with the default encoder (small_cnn), float32,
 Memory: each variant also runs in a fresh subprocess: after building the state (and one
 warm-up step) it resets the peak RSS (``/proc/self/clear_refs``, Linux), runs three steps and
 reports the peak (``VmHWM``) minus the RSS before them: the steps' working memory beyond the
-state. The queue's own size (K·D float32 + K int64 labels) is given beside it.
+state. The queue's own size is given beside it: the bytes of its tensors (K·D float32 keys, K
+int64 labels, the pointer).
 
     nice python benchmarks/moco.py --batch 256 --rounds 8 --threads 2
 """
@@ -75,6 +76,14 @@ def _setup(
     return cfg, state, views, labels
 
 
+def _queue_bytes(state: TrainingState) -> int:
+    """Bytes of the MoCo queue's tensors in ``state`` (keys, labels, pointer); 0 without one."""
+    queue = state.momentum.queue if state.momentum is not None else None
+    if queue is None:
+        return 0
+    return sum(b.numel() * b.element_size() for b in queue.buffers())
+
+
 def _status_mib(field: str) -> float:
     """``VmRSS`` or ``VmHWM`` (peak) of this process from ``/proc/self/status``, in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -123,7 +132,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["simclr"])
     rows = []
-    for name, (cfg, _, _, _) in setups.items():
+    for name, (cfg, state, _, _) in setups.items():
         step = statistics.median(times[name])
         mem = memory(args, name)
         k = cfg.queue_size or 0
@@ -132,11 +141,12 @@ def main() -> None:
                 "variant": name,
                 "batch": args.batch,
                 "queue_size": k,
+                "proj_dim": cfg.proj_dim,
                 "step_s": round(step, 4),
                 "vs_simclr": round(step / base, 2),
                 "state_rss_mib": round(mem["built_mib"], 1),
                 "step_rss_mib": round(mem["peak_mib"] - mem["built_mib"], 1),
-                "queue_mib": round(k * (cfg.proj_dim * 4 + 8) / 2**20, 1),
+                "queue_mib": round(_queue_bytes(state) / 2**20, 1),
                 "rounds": args.rounds,
                 "threads": torch.get_num_threads(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -1,8 +1,11 @@
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--batch", "8", "--rounds", "1", "--extract", "32", "--threads", "1"]
@@ -59,3 +62,28 @@ def test_embeddings_benchmark_finds_the_same_neighbours_with_faiss_and_torch():
     (metric,) = [row for row in rows if row["part"] == "retrieval"]
     assert metric["queries"] == 100 and 0 <= metric["map_at_r"] <= 1
     assert "| faiss-flat | 1,000 × 128 | 5 |" in r.stdout
+
+
+@pytest.mark.slow
+def test_moco_benchmark_times_every_variant_and_sizes_the_queue():
+    rows, out = _bench("moco.py")
+    names = ["simclr", "moco", "moco-symmetric", "moco-65536", "mocov3"]
+    assert [row["variant"] for row in rows] == names
+    expected = {"variant", "batch", "queue_size", "proj_dim", "step_s", "vs_simclr"}
+    expected |= {"state_rss_mib", "step_rss_mib", "queue_mib", "rounds", "threads"}
+    expected |= {"cpu_capability", "machine"}
+    for row in rows:
+        assert set(row) == expected and row["batch"] == 8 and row["rounds"] == 1
+        assert math.isfinite(row["step_s"]) and row["step_s"] > 0
+        assert math.isfinite(row["vs_simclr"]) and row["vs_simclr"] > 0
+        assert row["state_rss_mib"] > 0 and math.isfinite(row["step_rss_mib"])
+    assert rows[0]["vs_simclr"] == 1.0
+    queues = {row["variant"]: (row["queue_size"], row["queue_mib"]) for row in rows}
+    assert queues["simclr"] == queues["mocov3"] == (0, 0.0)  # no queue
+    for name, k in (("moco", 4096), ("moco-symmetric", 4096), ("moco-65536", 65536)):
+        d = rows[names.index(name)]["proj_dim"]
+        assert d == 128 and queues[name][0] == k
+        # K keys of D float32, K int64 labels and the 8-byte pointer, in MiB to 0.1
+        assert queues[name][1] == round((k * d * 4 + k * 8 + 8) / 2**20, 1)
+    assert queues["moco-65536"][1] == 32.5  # 65,536 × 128 × 4 B = 32 MiB of keys
+    assert "| moco-65536 | 65,536 |" in out

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,107 @@ def test_blur_keeps_constant_images_and_smooths_noise():
     noise = torch.rand(3, 3, 96, 96)
     assert gaussian_blur(noise, 1.0, g).std() < noise.std()
     assert torch.equal(gaussian_blur(noise, 0.0, g), noise)
+
+
+# channel_stats: exact, chunked; oracles: a histogram in exact fractions, torch in float64
+
+
+def _exact_stats(images):
+    """Mean and unbiased std per channel from each channel's histogram, in Fractions (two-pass)."""
+    import math
+    from fractions import Fraction
+
+    mean, std = [], []
+    for ch in images.transpose(0, 1).reshape(images.shape[1], -1):
+        values, counts = (a.tolist() for a in np.unique(ch.numpy(), return_counts=True))
+        n = sum(counts)
+        m = Fraction(sum(v * k for v, k in zip(values, counts, strict=True)), 255 * n)
+        var = sum(k * (Fraction(v, 255) - m) ** 2 for v, k in zip(values, counts, strict=True)) / (
+            n - 1
+        )
+        mean.append(float(m))
+        std.append(max(math.sqrt(float(var)), 1e-3))
+    return mean, std
+
+
+def _float64_stats(images):
+    x = images.double().div(255).transpose(0, 1).reshape(images.shape[1], -1)  # (C, N·H·W)
+    return x.mean(dim=1), x.std(dim=1).clamp_min(1e-3)
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "size", "chunk"),
+    [
+        (5, 3, 7, 1 << 22),  # one chunk
+        (5, 3, 7, 150),  # one image per chunk
+        (9, 1, 8, 200),  # three images per chunk, the last chunk short
+        (300, 3, 96, 1 << 22),  # 8.3 M values: three default chunks
+    ],
+)
+def test_channel_stats_is_exact_and_equals_the_float64_formula(n, c, size, chunk):
+    x = images(n, c, size, seed=n)
+    mean, std = channel_stats(x, chunk_values=chunk)
+    assert (mean, std) == _exact_stats(x)  # to the last bit
+    m64, s64 = _float64_stats(x)
+    assert torch.allclose(torch.tensor(mean, dtype=torch.float64), m64, rtol=1e-13, atol=0)
+    assert torch.allclose(torch.tensor(std, dtype=torch.float64), s64, rtol=1e-13, atol=0)
+    assert channel_stats(x) == (mean, std)  # the chunking changes nothing
+
+
+def test_channel_stats_of_constant_and_extreme_images():
+    assert channel_stats(torch.full((4, 2, 3, 3), 7, dtype=torch.uint8)) == (
+        [7 / 255] * 2,
+        [1e-3] * 2,
+    )
+    x = torch.zeros(2, 1, 1, 1, dtype=torch.uint8)
+    x[1] = 255  # pixels 0 and 255: mean 1/2, unbiased std sqrt(1/2)
+    assert channel_stats(x) == ([0.5], [0.5**0.5])
+    assert channel_stats(x[:1]) == ([0.0], [1e-3])  # one pixel: no spread
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (
+            (torch.zeros(2, 1, 4, 4),),
+            {},
+            "images must be a uint8 tensor (N, C, H, W), got torch.float32 (2, 1, 4, 4)",
+        ),
+        (
+            (torch.zeros(1, 4, 4, dtype=torch.uint8),),
+            {},
+            "images must be a uint8 tensor (N, C, H, W), got torch.uint8 (1, 4, 4)",
+        ),
+        (([1, 2],), {}, "images must be a uint8 tensor (N, C, H, W), got list"),
+        (
+            (torch.zeros(0, 1, 4, 4, dtype=torch.uint8),),
+            {},
+            "images must hold at least one pixel, got shape (0, 1, 4, 4)",
+        ),
+        (
+            (torch.zeros(1, 1, 4, 4, dtype=torch.uint8),),
+            {"chunk_values": 0},
+            "chunk_values must be an integer >= 1, got 0",
+        ),
+    ],
+)
+def test_channel_stats_refuses_bad_input_in_one_line(args, kwargs, message):
+    from contrastkit.errors import ContrastkitError
+
+    with pytest.raises(ContrastkitError) as info:
+        channel_stats(*args, **kwargs)
+    assert str(info.value) == message
+
+
+def test_stats_from_sums_refuses_bad_input_in_one_line():
+    from contrastkit.data.augment import stats_from_sums
+    from contrastkit.errors import ContrastkitError
+
+    with pytest.raises(
+        ContrastkitError, match=r"^count must be an integer >= 1 \(pixels per channel\), got 0$"
+    ):
+        stats_from_sums([0], [0], 0)
+    with pytest.raises(
+        ContrastkitError, match=r"^sums and squares must have one entry per channel, got 2 and 1$"
+    ):
+        stats_from_sums([0, 1], [0], 4)

@@ -204,3 +204,167 @@ def test_cli_prepare_then_pretrain_on_the_shards(tmp_path):
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith(f"error: shards:{tmp_path} is not a prepared directory")
+
+
+# --encoding png: the same pixels as raw, real PNG members, the same training
+
+
+class _RGB(torch.utils.data.Dataset):
+    """Random RGB uint8 images (3, 16, 16) with labels 0..3, seeded."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
+        self.labels = torch.arange(n) % 4
+        self.classes = ["a", "b", "c", "d"]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+@pytest.fixture(scope="module")
+def png_sets(tmp_path_factory, digits_shards):
+    """Grey (digits) and RGB sets prepared raw and png: {kind: (raw dir, png dir, source)}."""
+    root = tmp_path_factory.mktemp("png")
+    grey_png = root / "grey-png"
+    prepare("digits", grey_png, shard_size=400, encoding="png", workers=2, quiet=True)
+    rgb, rgb_test = _RGB(130, 0), _RGB(20, 1)
+    sets = {"grey": (digits_shards, grey_png, load_dataset("digits", "train"))}
+    for enc in ("raw", "png"):
+        prepare(
+            rgb, root / f"rgb-{enc}", test_data=rgb_test, shard_size=50, encoding=enc, quiet=True
+        )
+    sets["rgb"] = (root / "rgb-raw", root / "rgb-png", rgb)
+    return sets
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgb"])
+def test_png_shards_decode_to_the_raw_pixels_through_the_reader_and_workers(png_sets, kind):
+    raw_dir, png_dir, source = png_sets[kind]
+    raw, png = ShardSplit(raw_dir, "train"), ShardSplit(png_dir, "train")
+    assert png.encoding == "png" and raw.encoding == "raw"
+    assert png.image_shape == raw.image_shape == tuple(source.images.shape[1:])
+    assert (png.mean, png.std, png.classes) == (raw.mean, raw.std, raw.classes)
+    assert torch.equal(png.labels, source.labels)
+    order = torch.randperm(len(png), generator=torch.Generator().manual_seed(1))
+    batches = list(order.split(37))
+    for (x, y), idx in zip(batch_loader(png, batches, workers=2), batches, strict=True):
+        assert x.dtype == torch.uint8 and torch.equal(x, source.images[idx])
+        assert torch.equal(x, raw.read(idx)) and torch.equal(y, source.labels[idx])
+    assert torch.equal(torch.cat(list(iter_images(png, 64))), source.images)
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgb"])
+def test_png_members_are_real_png_files_that_pil_and_webdataset_decode(png_sets, kind):
+    import tarfile
+
+    import webdataset as wds
+    from PIL import Image
+
+    _, png_dir, source = png_sets[kind]
+    urls = sorted(str(p) for p in (png_dir / "train").glob("*.tar"))
+    with tarfile.open(urls[0]) as tf:
+        names = tf.getnames()
+        first = tf.extractfile(names[0]).read()  # type: ignore[union-attr]
+    assert names[:2] == ["000000000.png", "000000000.cls"]
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(first)) as im:
+        assert im.format == "PNG" and im.mode == ("L" if kind == "grey" else "RGB")
+        pixels = np.asarray(im)
+    hwc = source.images.numpy().transpose(0, 2, 3, 1)  # (N, H, W, C), as decoders give
+    assert np.array_equal(pixels, hwc[0, :, :, 0] if kind == "grey" else hwc[0])
+    decoded = list(
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode(
+            "l8" if kind == "grey" else "rgb8"
+        )
+    )
+    assert [s["__key__"] for s in decoded] == [f"{i:09d}" for i in range(len(source))]
+    images = np.stack([s["png"] for s in decoded])  # (N, H, W) grey, (N, H, W, 3) RGB
+    assert images.dtype == np.uint8
+    assert np.array_equal(images, hwc[..., 0] if kind == "grey" else hwc)
+    assert [int(s["cls"]) for s in decoded] == source.labels.tolist()
+
+
+def _step_losses(run: Path) -> list[tuple[int, float]]:
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if r["kind"] == "step"]
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgb"])
+def test_pretrain_on_png_shards_gives_the_losses_of_raw_shards(png_sets, tmp_path, kind):
+    from contrastkit.train.config import PretrainConfig
+    from contrastkit.train.pretrain import pretrain
+
+    raw_dir, png_dir, _ = png_sets[kind]
+    kw = {"batch_size": 32, "epochs": 2, "warmup_epochs": 0.5, "max_steps": 6, "knn_k": 20}
+    kw |= {"knn_every": 0, "device": "cpu", "quiet": True, "seed": 3, "workers": 2}
+    runs = {}
+    for name, d in (("raw", raw_dir), ("png", png_dir)):
+        runs[name] = pretrain(PretrainConfig(data=f"shards:{d}", out=str(tmp_path / name), **kw))
+    losses = _step_losses(tmp_path / "png")
+    assert [s for s, _ in losses] == list(range(1, 7))
+    assert losses == _step_losses(tmp_path / "raw")
+    assert runs["png"].knn_acc == runs["raw"].knn_acc
+
+
+class _Images(torch.utils.data.Dataset):
+    """The given uint8 images (N, C, H, W) (or a list of differently shaped ones), labels i % 2."""
+
+    def __init__(self, images) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], i % 2
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_png_keeps_grey_alpha_and_rgba_images(tmp_path, channels):
+    g = torch.Generator().manual_seed(channels)
+    images = torch.randint(0, 256, (12, channels, 6, 5), generator=g, dtype=torch.uint8)
+    index = prepare(_Images(images), tmp_path / "p", encoding="png", workers=1, quiet=True)
+    assert index["image_shape"] == [channels, 6, 5]
+    assert torch.equal(ShardSplit(tmp_path / "p", "train").read(range(12)), images)
+
+
+def test_png_refuses_more_than_four_channels_before_anything_is_written(tmp_path):
+    images = torch.zeros(4, 5, 6, 6, dtype=torch.uint8)
+    with pytest.raises(ContrastkitError) as info:
+        prepare(_Images(images), tmp_path / "p", encoding="png", quiet=True)
+    assert str(info.value) == (
+        "--encoding (encoding) png stores images of 1 to 4 channels, got 5 (data[0] is "
+        "(5, 6, 6)): use --encoding raw"
+    )
+    assert not (tmp_path / "p").exists()
+    prepare(_Images(images), tmp_path / "raw", encoding="raw", workers=1, quiet=True)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_an_image_of_another_shape_is_named(tmp_path, encoding):
+    images = [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 5 + [
+        torch.zeros(3, 8, 9, dtype=torch.uint8)
+    ]
+    with pytest.raises(ContrastkitError) as info:
+        prepare(_Images(images), tmp_path / "p", encoding=encoding, workers=2, shard_size=3)
+    assert str(info.value) == (
+        "data[5]: image of shape (3, 8, 9), but data[0] has (3, 8, 8): every image of a split "
+        "must have one shape"
+    )
+    assert not (tmp_path / "p" / "index.json").exists()
+
+
+def test_a_prepared_folder_has_the_statistics_of_the_folder_in_memory(tmp_path):
+    from contrastkit.data import channel_stats
+
+    folder = _folder(tmp_path / "imgs")
+    index = prepare(f"folder:{folder}", tmp_path / "out", shard_size=4, workers=2, quiet=True)
+    in_memory = load_dataset(f"folder:{folder}", "train")
+    assert len(index["splits"]["train"]["shards"]) == 3  # sums over several shards
+    assert (index["mean"], index["std"]) == channel_stats(in_memory.images)

@@ -135,6 +135,9 @@ def test_run_writes_validation_then_test_files(tmp_path) -> None:
         got = json.loads((d / f"{name}.json").read_text())
         assert got["split"] == split and f"{split}_acc" in got, name
     assert "head_val_acc" in json.loads((d / "probe_val.json").read_text())
+    p_val, p_test = (json.loads((d / f).read_text()) for f in ("probe_val.json", "probe.json"))
+    assert p_test["probe_trained_for"] == "probe_val.json"  # one probe, trained once
+    assert p_test["train_acc"] == p_val["train_acc"]
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, float("inf")])
@@ -145,3 +148,125 @@ def test_val_fraction_outside_0_1_is_refused(bad) -> None:
         r"number in \[0, 1\)",
     ):
         PretrainConfig(val_fraction=bad)
+
+
+def _eval_files(run_dir: Path) -> dict[str, object]:
+    """Every evaluation file of a run: JSON without its timings, npz arrays as lists."""
+    out: dict[str, object] = {}
+    for split in ("val", "test"):
+        for kind in ("knn", "probe", "retrieval"):
+            name = f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
+            got = json.loads((run_dir / name).read_text())
+            got.pop("seconds")
+            got.pop("probe_trained_for", None)
+            out[name] = got
+        with np.load(run_dir / f"embeddings_{split}.npz") as npz:
+            out[f"embeddings_{split}"] = {k: npz[k].tolist() for k in npz.files}
+    return out
+
+
+def test_run_trains_the_probe_once_and_scores_val_and_test_as_two_evaluations_would(
+    val_run, monkeypatch
+) -> None:
+    from contrastkit.train import evaluate as evaluate_module
+    from contrastkit.train.evaluate import evaluate_splits, knn_and_probe
+
+    fits, extractions = [], []
+    real_fit, real_extract = evaluate_module.fit_linear_probe, evaluate_module.extract_features
+
+    def counting_fit(*args, **kwargs):
+        fits.append(kwargs["num_classes"])
+        return real_fit(*args, **kwargs)
+
+    def counting_extract(*args, **kwargs):
+        features = real_extract(*args, **kwargs)
+        extractions.append(len(features))
+        return features
+
+    monkeypatch.setattr(evaluate_module, "fit_linear_probe", counting_fit)
+    monkeypatch.setattr(evaluate_module, "extract_features", counting_extract)
+    probe = ProbeConfig(run_dir=str(val_run), epochs=3, seed=4, device="cpu")
+    done = evaluate_splits(val_run, ["val", "test"], probe=probe)
+    assert fits == [10] and extractions == [1150, 287, 360]  # train, val, test features once
+    once = _eval_files(val_run)
+    assert json.loads((val_run / "probe.json").read_text())["probe_trained_for"] == (
+        "probe_val.json"
+    )
+    assert "probe_trained_for" not in json.loads((val_run / "probe_val.json").read_text())
+    assert done["test"][1]["test_acc"] == once["probe.json"]["test_acc"]  # type: ignore[index]
+
+    fits.clear(), extractions.clear()
+    for split in ("val", "test"):  # the oracle: what run did before, one evaluation per split
+        knn_and_probe(val_run, probe=replace(probe, split=split))
+    assert fits == [10, 10] and extractions == [1150, 287, 1150, 360]
+    assert _eval_files(val_run) == once  # every figure, confusion and embedding identical
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        ([], "splits must be a list of distinct splits (val, test), got []"),
+        (
+            ["val", "val"],
+            "splits must be a list of distinct splits (val, test), got ['val', 'val']",
+        ),
+        ("test", "splits must be a list of distinct splits (val, test), got 'test'"),
+        (
+            ["train"],
+            "unknown evaluation split 'train' for --split (split); choose one of val, test",
+        ),
+    ],
+)
+def test_evaluate_splits_refuses_bad_splits_before_loading(tmp_path, splits, message) -> None:
+    from contrastkit.train.evaluate import evaluate_splits
+
+    probe = ProbeConfig(run_dir=str(tmp_path), device="cpu")
+    with pytest.raises(ContrastkitError) as info:  # the directory holds no run: not read yet
+        evaluate_splits(tmp_path / "no-run", splits, probe=probe)
+    assert str(info.value) == message
+
+
+def _digits_features(run_dir: Path, images: torch.Tensor) -> torch.Tensor:
+    """The encoder's features of ``images``, extracted directly (the oracle of embed)."""
+    from contrastkit.train.evaluate import load_encoder
+    from contrastkit.train.features import extract_features
+
+    run = load_encoder(run_dir, "cpu")
+    return extract_features(
+        run.encoder, [images], mean=run.shape.mean, std=run.shape.std, device=run.device
+    )
+
+
+def test_embed_train_holds_the_images_the_encoder_trained_on_and_val_the_rest(
+    val_run, tmp_path
+) -> None:
+    digits = load_dataset("digits", "train")
+    val = digits_val_positions(0.2)
+    keep = torch.tensor(sorted(set(range(len(digits))) - set(val.tolist())))
+    got = {}
+    for split in ("train", "val"):
+        cfg = EmbedConfig(str(val_run), split, str(tmp_path / f"{split}.npz"), "cpu")
+        with np.load(embed(cfg)) as npz:
+            got[split] = (torch.from_numpy(npz["features"]), torch.from_numpy(npz["labels"]))
+    assert len(got["train"][1]) + len(got["val"][1]) == len(digits) == 1437
+    every = _digits_features(val_run, digits.images)  # (1437, F)
+    for split, positions in (("train", keep), ("val", val)):
+        assert torch.equal(got[split][1], digits.labels[positions]), split
+        torch.testing.assert_close(got[split][0], every[positions], rtol=0, atol=1e-5)
+
+
+def test_embed_train_of_a_limited_run_is_the_evaluations_training_images(tmp_path) -> None:
+    # --limit trains on a subset, but kNN, probe and retrieval use the whole training split
+    # without the validation images: embed gives those, as the evaluations see them
+    out = tmp_path / "lim"
+    pretrain(PretrainConfig(method="ce", val_fraction=0.1, limit=200, out=str(out), **FAST))
+    digits = load_dataset("digits", "train")
+    keep = stratified_split(digits.labels, 0.1, seed=0)[0]
+    with np.load(embed(EmbedConfig(str(out), "train", str(tmp_path / "e.npz"), "cpu"))) as npz:
+        labels, features = torch.from_numpy(npz["labels"]), torch.from_numpy(npz["features"])
+    held_out = sum(max(1, round(0.1 * n)) for n in torch.bincount(digits.labels).tolist())
+    assert torch.equal(labels, digits.labels[keep]) and len(labels) == 1437 - held_out == 1295
+    want = _digits_features(out, digits.images[keep])
+    torch.testing.assert_close(features, want, rtol=0, atol=1e-5)
+    bank = knn(KnnConfig(run_dir=str(out), device="cpu"))
+    assert bank["n_train"] == len(labels)

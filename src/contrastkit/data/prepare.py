@@ -49,6 +49,9 @@ from contrastkit.train.files import write_atomic, write_json
 MANIFEST = "prepare.json"
 """The options of the ``prepare`` that writes a directory (a rerun must give the same)."""
 
+PNG_CHANNELS = (1, 2, 3, 4)
+"""The channel counts a PNG stores: grey (L), grey and alpha (LA), RGB, RGBA."""
+
 
 @dataclass
 class _Source:
@@ -60,6 +63,7 @@ class _Source:
     where: Callable[[int], str]
     stats: tuple[list[float], list[float]] | None = None  # exact in-memory figures, if known
     bad: list[str] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None  # every image's (C, H, W), once checked (_check_shapes)
 
 
 _SOURCES: dict[str, _Source] = {}
@@ -237,6 +241,11 @@ def _write_shard(task: _Task) -> dict[str, Any]:
                 raise ContrastkitError(str(e)) from None
             bad.append(e.file)
             continue
+        if src.shape is not None and arr.shape != src.shape:
+            raise ContrastkitError(
+                f"{src.where(i)}: image of shape {tuple(arr.shape)}, but {src.where(0)} has "
+                f"{src.shape}: every image of a split must have one shape"
+            )
         samples.append((f"{i:09d}", arr, label))
     tar_path = task.path
     tmp = _tmp(tar_path)
@@ -295,17 +304,23 @@ def _done(task: _Task) -> dict[str, Any] | None:
 
 
 def _stats(src: _Source, shards: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (0–1 scale): the in-memory figures, else exact from the sums."""
+    """Per-channel mean and std (0–1 scale): the in-memory figures, else from the exact sums.
+
+    Both are :func:`~contrastkit.data.augment.stats_from_sums` of the same integer sums, so a
+    folder prepared here has the statistics of the folder loaded in memory.
+    """
     if src.stats is not None:
         return src.stats
+    from contrastkit.data.augment import stats_from_sums
+
     total = sum(s["pixels"] for s in shards)
     if total == 0:
         return [], []
-    s1 = np.sum([s["pixel_sum"] for s in shards if s["count"]], axis=0) / 255.0
-    s2 = np.sum([s["pixel_sumsq"] for s in shards if s["count"]], axis=0) / 255.0**2
-    mean = s1 / total
-    var = (s2 - total * mean**2) / max(total - 1, 1)  # unbiased, like torch.std
-    return mean.tolist(), np.maximum(np.sqrt(np.maximum(var, 0)), 1e-3).tolist()
+    written = [s for s in shards if s["count"]]
+    # the sums are integers (exact in float64 below 2**53): as channel_stats computes them
+    s1 = [sum(int(s["pixel_sum"][c]) for s in written) for c in range(len(written[0]["pixel_sum"]))]
+    s2 = [sum(int(s["pixel_sumsq"][c]) for s in written) for c in range(len(s1))]
+    return stats_from_sums(s1, s2, total)
 
 
 def prepare(
@@ -376,6 +391,8 @@ def prepare(
         "download": download,
     }
     sources = _sources(source, test_data, opts)
+    if not (isinstance(source, str) and source.startswith(FOLDER_PREFIX)):
+        _check_shapes(sources, encoding)  # a folder's images are decoded to one shape
     root = Path(out)
     _open_out(root, {k: v for k, v in opts.items() if k != "download"})
     _SOURCES.clear()
@@ -385,6 +402,24 @@ def prepare(
     finally:
         _SOURCES.clear()
     return _write_index(root, source, sources, shards, opts)
+
+
+def _check_shapes(sources: dict[str, _Source], encoding: str) -> None:
+    """Record each split's image shape (its first image's) and check PNG can store it.
+
+    Raises:
+        ContrastkitError: with ``png``, for images of a channel count PNG does not store.
+    """
+    for src in sources.values():
+        if not src.n:
+            continue
+        src.shape = tuple(src.get(0)[0].shape)
+        channels = src.shape[0]
+        if encoding == "png" and channels not in PNG_CHANNELS:
+            raise ContrastkitError(
+                f"--encoding (encoding) png stores images of 1 to 4 channels, got {channels} "
+                f"({src.where(0)} is {src.shape}): use --encoding raw"
+            )
 
 
 def _write_all(
@@ -499,7 +534,6 @@ def _shape_of(root: Path, entries: list[dict[str, Any]]) -> list[int]:
                 return list(np.load(io.BytesIO(data)).shape)
             from PIL import Image
 
-            with Image.open(io.BytesIO(data)) as im:
-                c = 1 if im.mode == "L" else 3
-                return [c, im.size[1], im.size[0]]
+            with Image.open(io.BytesIO(data)) as im:  # L, LA, RGB or RGBA
+                return [len(im.getbands()), im.size[1], im.size[0]]
     raise ContrastkitError("no image was written")

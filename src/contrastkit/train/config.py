@@ -320,7 +320,10 @@ class EmbedConfig(_Validated):
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
     split: str = _f(
-        "test", "split to embed (val: the run's validation images, see --val-fraction)", rule=SPLIT
+        "test",
+        "split to embed (train: without the run's validation images, val: those, see "
+        "--val-fraction)",
+        rule=SPLIT,
     )
     out: str = _f(
         "embeddings.npz",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ from contrastkit.train.device import autocast_dtype, resolve_device
 from contrastkit.train.features import extract_features
 from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
-from contrastkit.train.probe import train_linear_probe
+from contrastkit.train.probe import LinearProbe, fit_linear_probe, score_probe
 from contrastkit.train.retrieval import retrieval_metrics
 
 RETRIEVAL_FILE = "retrieval.json"
@@ -82,6 +83,9 @@ class LoadedRun:
 def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild the run's encoder from ``checkpoints/last.pt`` (weights only, eval mode).
 
+    Its weights are in the run's memory format (channels-last with ``channels_last``), as
+    training held them, so its features are those of the kNN monitor to the last bit.
+
     Warns when the run is unfinished (its checkpoint is of an epoch before the last).
 
     Raises:
@@ -113,7 +117,11 @@ def load_encoder(run_dir: str | Path, device: str = "auto") -> LoadedRun:
             stacklevel=3,
         )
     epoch = int(ckpt.get("epoch", 0))
-    return LoadedRun(encoder.to(dev).eval(), cfg, shape, dev, epoch, finished)
+    # the weights in the memory format training kept them in: a channels-last convolution
+    # rounds differently (~1e-6), enough to flip a borderline kNN vote against the monitor's
+    fmt = torch.channels_last if cfg.get("channels_last", False) else torch.contiguous_format
+    encoder = encoder.to(dev, memory_format=fmt)  # type: ignore[call-overload]
+    return LoadedRun(encoder.eval(), cfg, shape, dev, epoch, finished)
 
 
 def neighbours(k: int, bank_size: int, what: str) -> int:
@@ -340,27 +348,35 @@ def _write_probe(
     t0: float,
     extra: dict[str, Any] | None = None,
     transfer: Transfer | None = None,
+    trained: dict[int, tuple[LinearProbe, str]] | None = None,
 ) -> dict[str, Any]:
     """Train the probe on features (M, F), score (N, F); write its JSON and the embeddings.
 
     ``test`` is the scored split, ``cfg.split`` its name. A transfer writes
-    ``probe-<data>.json`` and no embeddings, and has no CE-head accuracy.
+    ``probe-<data>.json`` and no embeddings, and has no CE-head accuracy. ``trained`` holds
+    the probes trained on these training features with ``cfg``'s settings by output size
+    (with the file each was written to): one of the size needed is scored, not trained again
+    (the JSON then names that file as ``probe_trained_for``), and a new one is added.
     """
     split = cfg.split
     own = max(run.shape.num_classes, int(train.labels.max()) + 1) if transfer is None else 0
     num_classes = max(own, int(train.labels.max()) + 1, int(test.labels.max()) + 1)
-    result = train_linear_probe(
-        ftr,
-        train.labels,
-        fte,
-        test.labels,
-        num_classes=num_classes,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-    )
+    name = result_name("probe", split)
+    probe, trained_for = (trained or {}).get(num_classes, (None, None))
+    if probe is None:
+        probe = fit_linear_probe(
+            ftr,
+            train.labels,
+            num_classes=num_classes,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            seed=cfg.seed,
+        )
+        if trained is not None:
+            trained[num_classes] = (probe, name)
+    result = score_probe(probe, fte, test.labels)
     k = (
         num_classes
         if transfer is not None
@@ -384,10 +400,11 @@ def _write_probe(
     if run.config["method"] == "ce" and transfer is None:
         out[f"head_{split}_acc"] = ce_head_accuracy(path, fte, test.labels, run.device)
     out.update(extra or {})
+    if trained_for is not None:
+        out["probe_trained_for"] = trained_for
     out.update(transfer.record if transfer else {})
     out.update(run.checkpoint_state)
     out["seconds"] = time.perf_counter() - t0
-    name = result_name("probe", split)
     files.write_json(path / (transfer.file(name) if transfer else name), out)
     if transfer is None:
         _write_npz(path / f"embeddings_{split}.npz", fte, test.labels)
@@ -516,6 +533,56 @@ def knn_and_probe(
     Raises:
         ContrastkitError: if ``knn`` and ``probe`` name different splits.
     """
+    done = evaluate_splits(
+        run_dir,
+        [probe.split],
+        probe=probe,
+        knn=knn,
+        train_data=train_data,
+        test_data=test_data,
+    )
+    return done[probe.split]
+
+
+def evaluate_splits(
+    run_dir: str | Path,
+    splits: Sequence[str],
+    *,
+    probe: ProbeConfig,
+    knn: KnnConfig | None = None,
+    train_data: DataArg = None,
+    test_data: DataArg = None,
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """:func:`knn_and_probe` on each of ``splits`` in turn, with one encoder and one probe.
+
+    The training features are extracted once and the linear probe is trained once (it
+    depends on them and on its settings only), then each split is extracted and scored: the
+    files written, and every figure in them, are those of :func:`knn_and_probe` called once per
+    split (``seconds`` aside). A later split's ``knn.json`` ``seconds`` covers its own
+    extraction and kNN, and its probe file's the scoring alone; the probe file names the file
+    whose probe it scored (``"probe_trained_for": "probe_val.json"``). ``contrastkit run
+    --val-fraction`` scores ``["val", "test"]`` so.
+
+    Args:
+        run_dir: A run directory written by :func:`~contrastkit.train.pretrain.pretrain`.
+        splits: The splits to score, each ``val`` or ``test``, at least one, each once.
+        probe: The probe's options (its ``device`` is the evaluation's; its ``split`` is
+            replaced by each of ``splits``).
+        knn: The kNN's k and t (default: the run's); its ``split`` must be the probe's.
+        train_data: Override of the training data (kNN bank and probe training set).
+        test_data: Override of the test data.
+
+    Returns:
+        Per split, the contents of its kNN and probe files.
+
+    Raises:
+        ContrastkitError: on ``splits`` empty, repeated or naming another split, or ``knn``
+            and ``probe`` naming different splits.
+    """
+    if isinstance(splits, str) or not splits or len(set(splits)) != len(splits):
+        raise ContrastkitError(
+            f"splits must be a list of distinct splits (val, test), got {splits!r}"
+        )
     t0 = time.perf_counter()
     kcfg = knn or KnnConfig(run_dir=str(run_dir), device=probe.device, split=probe.split)
     if kcfg.split != probe.split:
@@ -523,25 +590,37 @@ def knn_and_probe(
             f"knn and probe must score one split, got knn split {kcfg.split!r} and probe "
             f"split {probe.split!r}"
         )
+    # each split's options, checked (an unknown split fails here) before any work
+    options = {s: (replace(probe, split=s), replace(kcfg, split=s)) for s in splits}
     run = load_encoder(run_dir, probe.device)
-    train, test = eval_splits(run, probe.split, train_data, test_data)
-    ftr, fte = _features(run, train), _features(run, test)
     path = Path(run_dir)
-    knn_out = _write_knn(path, run, kcfg, train, test, ftr, fte, t0)
-    t1 = time.perf_counter()
-    shared = {"features_from": "knn"}
-    probe_out = _write_probe(path, run, probe, train, test, ftr, fte, t1, shared)
-    _write_retrieval(
-        path,
-        run,
-        probe.split,
-        (ftr, train.labels),
-        (fte, test.labels),
-        time.perf_counter(),
-        shared,
-        name=result_name("retrieval", probe.split),
-    )
-    return knn_out, probe_out
+    ftr: Tensor | None = None
+    trained: dict[int, tuple[LinearProbe, str]] = {}
+    done = {}
+    for split, (pcfg, split_knn) in options.items():
+        train, test = eval_splits(run, split, train_data, test_data)
+        if ftr is None:  # the same training images for every split
+            ftr = _features(run, train)
+        fte = _features(run, test)
+        knn_out = _write_knn(path, run, split_knn, train, test, ftr, fte, t0)
+        t1 = time.perf_counter()
+        shared = {"features_from": "knn"}
+        probe_out = _write_probe(
+            path, run, pcfg, train, test, ftr, fte, t1, shared, trained=trained
+        )
+        _write_retrieval(
+            path,
+            run,
+            split,
+            (ftr, train.labels),
+            (fte, test.labels),
+            time.perf_counter(),
+            shared,
+            name=result_name("retrieval", split),
+        )
+        done[split] = (knn_out, probe_out)
+        t0 = time.perf_counter()
+    return done
 
 
 def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> dict[str, Any]:
@@ -632,8 +711,12 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
 
     ``config`` is an :class:`~contrastkit.train.config.EmbedConfig` or just the run directory
     (the test split to ``embeddings.npz``); ``data`` overrides the run's data set. Split
-    ``val`` is the run's validation images (``--val-fraction``), carved from its training
-    split as pretraining did; a run without them is refused.
+    ``train`` is the training split without the run's validation images (``--val-fraction``):
+    the images the encoder was trained on (with ``--limit``, it trained on a seeded subset of
+    them), which are the kNN bank and the probe's training set. Split ``val`` is the
+    validation images, carved from the training split as pretraining did (a run without them
+    is refused); ``train`` and ``val`` together are the whole training split, in its order.
+    Any other split is embedded whole.
 
     The file holds ``features`` (N, F) float32 (the encoder output, before any head),
     ``labels`` (N,) int64 (-1 where unlabelled), and ``checkpoint_epoch`` and
@@ -647,6 +730,8 @@ def embed(config: EmbedConfig | str | Path, *, data: DataArg = None) -> Path:
     run = load_encoder(cfg.run_dir, cfg.device)
     if cfg.split == "val":
         ds = _val_split(run, _split(run, data, "train"))
+    elif cfg.split == "train":
+        ds, _ = carve_val(_split(run, data, "train"), _val_fraction(run))
     else:
         ds = _split(run, data, cfg.split)
     feats = _features(run, ds)

@@ -21,8 +21,9 @@ def method_row(run: Path) -> dict[str, Any]:
     """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe, retrieval.
 
     ``seconds`` is the pretraining wall time (with the kNN monitor); ``eval_seconds`` that of
-    the final kNN and linear probe, and of the retrieval where ``retrieval.json`` exists (None
-    until kNN and probe ran, or for runs written before they were timed). Without
+    the final kNN and linear probe, and of the retrieval where ``retrieval.json`` exists, with
+    those of the validation split where its files exist (None until kNN and probe ran, or for
+    runs written before they were timed). Without
     ``knn.json`` the kNN cell is the monitor's after the last epoch, if any.
     """
     cfg = rundir.read_config(run)
@@ -32,6 +33,10 @@ def method_row(run: Path) -> dict[str, Any]:
     found = files.read_json(run / RETRIEVAL)
     evals = [d.get("seconds") if d else None for d in (knn, probe)]
     evals += [found.get("seconds")] if found else []
+    # with a validation split, run scores it first with the same bank and probe
+    for name in ("knn_val.json", "probe_val.json", "retrieval_val.json"):
+        val = files.read_json(run / name)
+        evals += [val.get("seconds")] if val else []
     monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
     return {
         "method": cfg["method"],

@@ -15,7 +15,7 @@ from contrastkit.train import files, pretrain, provenance, recipes, resume, rund
 from contrastkit.train.baselines import raw_pixel_baselines
 from contrastkit.train.config import ProbeConfig, RunConfig, to_dict
 from contrastkit.train.device import autocast_dtype, resolve_device
-from contrastkit.train.evaluate import knn_and_probe
+from contrastkit.train.evaluate import evaluate_splits
 from contrastkit.train.lock import LOCK
 from contrastkit.train.pretrain import DataArg
 from contrastkit.train.report import BASELINES, build_report, format_table, method_row
@@ -162,16 +162,16 @@ def _train_methods(
         # validation split, so there the last epoch is monitored too
         final_knn = recipe.limit is not None or recipe.val_fraction > 0
         pretrain.train(method_cfg, source, test_data, final_knn, resume=resuming)
-        # validation first (what a choice would read), then the test split, once
-        for split in ("val", "test") if recipe.val_fraction > 0 else ("test",):
-            probe = ProbeConfig(
-                **dataclasses.asdict(cfg.probe),
-                run_dir=str(out),
-                split=split,
-                seed=recipe.seed,
-                device=recipe.device,
-                quiet=recipe.quiet,
-            )
-            knn_and_probe(out, probe=probe, train_data=data, test_data=test_data)
+        # validation first (what a choice would read), then the test split, once; one probe,
+        # trained once on the training features, scores both
+        probe = ProbeConfig(
+            **dataclasses.asdict(cfg.probe),
+            run_dir=str(out),
+            seed=recipe.seed,
+            device=recipe.device,
+            quiet=recipe.quiet,
+        )
+        splits = ["val", "test"] if recipe.val_fraction > 0 else ["test"]
+        evaluate_splits(out, splits, probe=probe, train_data=data, test_data=test_data)
     if added:  # now trained: the run lists them (its provenance stays as first written)
         rundir.update_config(root, {"method": cfg.method})
