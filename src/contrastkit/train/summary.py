@@ -111,7 +111,8 @@ def _collect(given: list[str | Path], pool: list[str]) -> _Collected:
         base = files.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
         if base is not None:
-            _, sources = out.baselines.setdefault(tuple(baseline_rows(base)), (base, []))
+            shown = tuple(baseline_rows(base, extra=2))
+            _, sources = out.baselines.setdefault(shown, (base, []))
             sources += [str(d)] if str(d) not in sources else []
         for run in runs:
             if run.resolve() in done:
