@@ -18,6 +18,11 @@ of the similarities: ties may rank differently).
 
     PYTHONPATH=src python benchmarks/retrieval.py --threads 2
     PYTHONPATH=src python benchmarks/retrieval.py --sizes 2000x12000 --rounds 5
+    PYTHONPATH=src python benchmarks/retrieval.py --before 045fa07   # + that commit's code
+
+``--before REV`` adds the method ``before``: ``retrieval_metrics`` of
+``src/contrastkit/train/retrieval.py`` as it was at git revision REV (read with ``git show``,
+loaded as a module of its own), timed in the same turns.
     python benchmarks/retrieval.py --table results.jsonl
 
 Prints one JSON line per call, then a table.
@@ -79,6 +84,25 @@ METHODS: dict[str, Callable[[Data], dict[str, float]]] = {
     "contrastkit": _contrastkit,
     "pml": _pml,
 }
+
+
+def _before(rev: str) -> Callable[[Data], dict[str, float]]:
+    """``retrieval_metrics`` as it was at git revision ``rev``, as a method."""
+    import subprocess
+    import types
+
+    path = "src/contrastkit/train/retrieval.py"
+    source = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True
+    ).stdout
+    module = types.ModuleType(f"retrieval_at_{rev}")
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)  # our own file, at rev
+
+    def method(data: Data) -> dict[str, float]:
+        m = module.retrieval_metrics(*data)
+        return {"precision_at_1": m.precision_at_1, "map_at_r": m.map_at_r}
+
+    return method
 
 
 def _status_kib(key: str) -> int:
@@ -147,7 +171,8 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.2, help="noise std per feature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="turns of every method per size")
-    p.add_argument("--methods", default="contrastkit,pml")
+    p.add_argument("--methods", default="contrastkit,pml", help="of: contrastkit, pml")
+    p.add_argument("--before", help="git revision: add its retrieval_metrics as method before")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", help="print the table of a saved JSON-lines file and exit")
     args = p.parse_args()
@@ -158,6 +183,9 @@ def main() -> None:
     unknown = sorted(set(args.methods.split(",")) - set(METHODS))
     if unknown:
         p.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if args.before:
+        METHODS["before"] = _before(args.before)
+        args.methods = f"before,{args.methods}"
     torch.set_num_threads(args.threads)
     try:
         import faiss
