@@ -89,6 +89,7 @@ METHODS: dict[str, Callable[[Data], dict[str, float]]] = {
 def _before(rev: str) -> Callable[[Data], dict[str, float]]:
     """``retrieval_metrics`` as it was at git revision ``rev``, as a method."""
     import subprocess
+    import sys
     import types
 
     path = "src/contrastkit/train/retrieval.py"
@@ -96,6 +97,7 @@ def _before(rev: str) -> Callable[[Data], dict[str, float]]:
         ["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True
     ).stdout
     module = types.ModuleType(f"retrieval_at_{rev}")
+    sys.modules[module.__name__] = module  # its dataclass looks itself up there
     exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)  # our own file, at rev
 
     def method(data: Data) -> dict[str, float]:
