@@ -200,16 +200,21 @@ def _ranked(sim: np.ndarray, depth: int) -> np.ndarray:
     """
     n, m = sim.shape
     threshold = np.partition(sim, m - depth, axis=1)[:, m - depth]  # (n,) depth-th largest
-    flat = np.flatnonzero(sim >= threshold[:, None])  # (c,) row-major positions
-    rows, cols = np.divmod(flat, m)  # (c,) each
+    above = sim >= threshold[:, None]  # (n, M)
+    count = above.sum(axis=1)  # (n,) candidates per row, >= depth (more on a tie)
+    flat = np.flatnonzero(above)  # (c,) row-major positions
+    rows = np.repeat(np.arange(n), count)  # (c,)
+    cols = flat - rows * m  # (c,)
     keys = (sim.ravel()[flat] + np.float32(0.0)).astype(np.float64)  # (c,); -0.0 made +0.0
     bits = keys.view(np.int64)
     bits |= _INDEX_MASK - cols
     np.bitwise_xor(bits, _INDEX_MASK, out=bits, where=keys < 0)  # negative: the index
-    count = np.bincount(rows, minlength=n)  # (n,) candidates per row, >= depth
-    start = np.cumsum(count) - count
-    padded = np.full((n, int(count.max())), -np.inf)  # (n, max count)
-    padded[rows, np.arange(len(rows)) - start[rows]] = keys
+    if int(count.max()) == depth:  # no tie at any threshold: depth per row
+        padded = keys.reshape(n, depth)
+    else:
+        start = np.cumsum(count) - count
+        padded = np.full((n, int(count.max())), -np.inf)  # (n, max count)
+        padded[rows, np.arange(len(rows)) - start[rows]] = keys
     top = np.sort(padded, axis=1)[:, : -depth - 1 : -1]  # (n, depth), largest first
     code = top.view(np.int64)
     return (code & _INDEX_MASK) ^ (~(code >> 63) & _INDEX_MASK)  # (n, depth)
