@@ -205,3 +205,34 @@ def test_transfer_to_another_data_set_is_adapted_recorded_and_kept_apart(ce_run,
     assert found["n_reference"] == 24 and found["transfer"]["data"] == other
     with pytest.raises(ContrastkitError, match="either as data="):
         knn(KnnConfig(run_dir=str(ce_run), data=other), train_data=adapted["train"])
+
+
+def test_transfer_streams_a_prepared_shard_directory_as_the_folder_it_came_from(ce_run, tmp_path):
+    from contrastkit.data import resolve_dataset
+    from contrastkit.data.prepare import prepare
+    from contrastkit.train.config import RetrievalConfig
+    from contrastkit.train.evaluate import retrieval
+
+    folder = _rgb_folder(tmp_path / "rgb")
+    prepare(folder, tmp_path / "sh", shard_size=5, workers=1, quiet=True)  # several shards
+    shards = f"shards:{tmp_path / 'sh'}"
+    for split in ("train", "test"):  # the same images in the same order
+        assert torch.equal(
+            resolve_dataset(shards, split).labels, resolve_dataset(folder, split).labels
+        )
+    results = {}
+    for data in (folder, shards):  # the folder adapted in memory, the shards batch by batch
+        results[data] = (
+            knn(KnnConfig(run_dir=str(ce_run), data=data, k=3, device="cpu")),
+            linear_probe(ProbeConfig(run_dir=str(ce_run), data=data, epochs=2, device="cpu")),
+            retrieval(RetrievalConfig(run_dir=str(ce_run), data=data, device="cpu")),
+        )
+    for mine, theirs in zip(results[shards], results[folder], strict=True):
+        assert mine["transfer"] == {**theirs["transfer"], "data": shards}
+        for key in ("test_acc", "train_acc", "confusion", "precision_at_1", "map_at_r"):
+            assert mine.get(key) == theirs.get(key), key
+    assert results[shards][0]["transfer"]["adaptation"] == [
+        "colour → grey (BT.601 luma)",
+        "resized 16×16 → 8×8 (bilinear)",
+    ]
+    assert len(list(ce_run.glob("knn-shards*.json"))) == 1

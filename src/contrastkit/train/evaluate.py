@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
-from contrastkit.data.adapt import adapt_images
+from contrastkit.data.adapt import AdaptedShardSplit, adapt_images
 from contrastkit.data.registry import Split
-from contrastkit.data.shards import iter_images
+from contrastkit.data.shards import ShardSplit, iter_images
 from contrastkit.data.splits import carve_val
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
@@ -198,21 +198,21 @@ class Transfer:
         return f"{stem}-{slug}.{suffix}"
 
 
-def _other_split(
-    run: LoadedRun, name: str, root: str | None, split: str
-) -> tuple[ImageTensorDataset, Transfer]:
-    """Split ``split`` of data set ``name``, adapted to the run's channels and image size."""
+def _other_split(run: LoadedRun, name: str, root: str | None, split: str) -> tuple[Split, Transfer]:
+    """Split ``split`` of data set ``name``, adapted to the run's channels and image size.
+
+    In memory for a registry data set or a folder; a ``shards:DIR`` split stays streamed,
+    each batch adapted as it is read (:class:`~contrastkit.data.adapt.AdaptedShardSplit`).
+    """
     info = dataset_info(name)
     if split not in info.splits:
         raise ContrastkitError(
             f"data set {name!r} has no split {split!r}; choose one of {', '.join(info.splits)}"
         )
     ds = resolve_dataset(name, split, root=root, download=False)
-    if not isinstance(ds, ImageTensorDataset):
-        raise ContrastkitError(
-            f"--data {name}: another data set is adapted in memory, and a shards:DIR split is "
-            "streamed; evaluate the registry data set or folder it was prepared from instead"
-        )
+    if isinstance(ds, ShardSplit):
+        streamed, notes = AdaptedShardSplit.of(ds, run.shape.channels, run.shape.size)
+        return streamed, Transfer(name, notes)
     images, notes = adapt_images(ds.images, run.shape.channels, run.shape.size)
     adapted = ImageTensorDataset(images, ds.labels, ds.classes, f"{ds.name} (adapted)")
     return adapted, Transfer(name, notes)
