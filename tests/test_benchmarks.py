@@ -59,3 +59,24 @@ def test_embeddings_benchmark_finds_the_same_neighbours_with_faiss_and_torch():
     (metric,) = [row for row in rows if row["part"] == "retrieval"]
     assert metric["queries"] == 100 and 0 <= metric["map_at_r"] <= 1
     assert "| faiss-flat | 1,000 × 128 | 5 |" in r.stdout
+
+
+def test_retrieval_benchmark_agrees_with_pytorch_metric_learning_and_the_code_before():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    args = ["--sizes", "200x1000", "--rounds", "1", "--threads", "1", "--before", "HEAD"]
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "retrieval.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = {row["method"]: row for row in map(json.loads, r.stdout.splitlines()[:3])}
+    assert set(rows) == {"before", "contrastkit", "pml"}
+    for row in rows.values():
+        assert row["precision_at_1"] == rows["contrastkit"]["precision_at_1"]
+        assert abs(row["map_at_r"] - rows["contrastkit"]["map_at_r"]) < 1e-6
+        assert row["seconds"] > 0 and row["peak_mib"] >= 0
+    assert "| 200 × 1,000 × 128 | contrastkit | 1 |" in r.stdout
