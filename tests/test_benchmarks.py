@@ -11,17 +11,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--batch", "8", "--rounds", "1", "--extract", "32", "--threads", "1"]
 
 
-def _bench(script: str, *args: str) -> tuple[list[dict], str]:
+def _script(script: str, *args: str) -> tuple[list[dict], str]:
+    """Run ``benchmarks/script`` with ``args`` from the repository: its JSON lines and stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *TINY, *args],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         env=env,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")], r.stdout
+
+
+def _bench(script: str, *args: str) -> tuple[list[dict], str]:
+    return _script(script, *TINY, *args)
 
 
 def test_precision_benchmark_runs_and_reports_both_precisions():
@@ -45,23 +51,26 @@ def test_encoders_benchmark_counts_multiply_adds_of_both_small_cnns():
 
 
 def test_embeddings_benchmark_finds_the_same_neighbours_with_faiss_and_torch():
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     args = ["--bank", "1000", "--queries", "10", "--queries-metric", "100", "--threads", "1"]
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "embeddings.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    rows, out = _script("embeddings.py", *args)
     search = {row["method"]: row for row in rows if row["part"] == "search"}
     assert set(search) == {"faiss-flat", "torch-brute", "faiss-hnsw"}
     assert search["torch-brute"]["same_neighbours_as_flat"] == 1.0  # exact is exact
     (metric,) = [row for row in rows if row["part"] == "retrieval"]
     assert metric["queries"] == 100 and 0 <= metric["map_at_r"] <= 1
-    assert "| faiss-flat | 1,000 × 128 | 5 |" in r.stdout
+    assert "| faiss-flat | 1,000 × 128 | 5 |" in out
+
+
+def test_retrieval_benchmark_agrees_with_pytorch_metric_learning_and_the_code_before():
+    args = ["--sizes", "200x1000", "--rounds", "1", "--threads", "1", "--before", "HEAD"]
+    found, out = _script("retrieval.py", *args)
+    rows = {row["method"]: row for row in found}
+    assert set(rows) == {"before", "contrastkit", "pml"} and len(found) == 3
+    for row in rows.values():
+        assert row["precision_at_1"] == rows["contrastkit"]["precision_at_1"]
+        assert abs(row["map_at_r"] - rows["contrastkit"]["map_at_r"]) < 1e-6
+        assert row["seconds"] > 0 and row["peak_mib"] >= 0
+    assert "| 200 × 1,000 × 128 | contrastkit | 1 |" in out
 
 
 @pytest.mark.slow

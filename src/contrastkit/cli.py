@@ -153,7 +153,7 @@ def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
 def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import RetrievalConfig, from_dict
-    from contrastkit.train.evaluate import retrieval
+    from contrastkit.train.evaluate import result_name, retrieval
 
     cfg = from_dict(RetrievalConfig, given)
     r = retrieval(cfg)
@@ -161,7 +161,7 @@ def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     print(
         f"retrieval ({r['split']} against train): P@1 {100 * r['precision_at_1']:.2f} %, "
         f"{recall}, MAP@R {100 * r['map_at_r']:.2f} % "
-        f"→ {_written(cfg.run_dir, 'retrieval.json', cfg.data)}"
+        f"→ {_written(cfg.run_dir, result_name('retrieval', cfg.split), cfg.data)}"
     )
 
 

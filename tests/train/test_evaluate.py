@@ -115,6 +115,47 @@ def test_knn_and_probe_also_writes_the_retrieval(ce_run):
         assert shared[key] == alone[key], key
 
 
+def test_retrieval_of_the_validation_split_against_the_images_trained_on(tmp_path, capsys):
+    from contrastkit.cli import main
+    from contrastkit.data import load_dataset
+    from contrastkit.data.splits import stratified_split
+    from contrastkit.train.config import EmbedConfig, RetrievalConfig
+    from contrastkit.train.evaluate import embed, retrieval
+    from contrastkit.train.retrieval import retrieval_metrics
+
+    out = tmp_path / "v"
+    options = {**TINY, "limit": None, "batch_size": 256}
+    pretrain(PretrainConfig(data="digits", method="ce", val_fraction=0.2, out=str(out), **options))
+    e = np.load(embed(EmbedConfig(str(out), "train", str(tmp_path / "train.npz"), "cpu")))
+    feats, labels = torch.from_numpy(e["features"]), torch.from_numpy(e["labels"])
+    # the validation positions recomputed from the digits labels (seed 0, 20 % per class)
+    keep, val = stratified_split(load_dataset("digits", "train").labels, 0.2, 0)
+    got = retrieval(RetrievalConfig(run_dir=str(out), split="val", device="cpu"))
+    want = retrieval_metrics(feats[val], labels[val], feats[keep], labels[keep])
+    assert (got["split"], got["n_queries"], got["n_reference"]) == ("val", 287, 1150)
+    assert got["precision_at_1"] == want.precision_at_1 and got["map_at_r"] == want.map_at_r
+    assert json.loads((out / "retrieval_val.json").read_text()) == got
+    assert not (out / "retrieval.json").exists()
+    test = retrieval(RetrievalConfig(run_dir=str(out), device="cpu"))  # the same reference
+    assert (test["n_reference"], test["n_queries"]) == (1150, 360)
+    assert main(["retrieval", str(out), "--split", "val", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"→ {out}/retrieval_val.json")
+
+
+def test_retrieval_of_a_split_val_the_run_does_not_have_is_one_line(ce_run, tmp_path, capsys):
+    from contrastkit.cli import main
+
+    assert main(["retrieval", str(ce_run), "--split", "val", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this run has no validation split") and err.count("\n") == 1
+    assert not (ce_run / "retrieval_val.json").exists()
+    other = _rgb_folder(tmp_path / "rgb")
+    argv = ["retrieval", str(ce_run), "--split", "val", "--data", other, "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--split val is the run's own validation split" in err and err.count("\n") == 1
+
+
 def _rgb_folder(root, size=16):
     """A folder data set of RGB images (train/ and test/, two classes), unlike the digits."""
     from PIL import Image
@@ -164,3 +205,34 @@ def test_transfer_to_another_data_set_is_adapted_recorded_and_kept_apart(ce_run,
     assert found["n_reference"] == 24 and found["transfer"]["data"] == other
     with pytest.raises(ContrastkitError, match="either as data="):
         knn(KnnConfig(run_dir=str(ce_run), data=other), train_data=adapted["train"])
+
+
+def test_transfer_streams_a_prepared_shard_directory_as_the_folder_it_came_from(ce_run, tmp_path):
+    from contrastkit.data import resolve_dataset
+    from contrastkit.data.prepare import prepare
+    from contrastkit.train.config import RetrievalConfig
+    from contrastkit.train.evaluate import retrieval
+
+    folder = _rgb_folder(tmp_path / "rgb")
+    prepare(folder, tmp_path / "sh", shard_size=5, workers=1, quiet=True)  # several shards
+    shards = f"shards:{tmp_path / 'sh'}"
+    for split in ("train", "test"):  # the same images in the same order
+        assert torch.equal(
+            resolve_dataset(shards, split).labels, resolve_dataset(folder, split).labels
+        )
+    results = {}
+    for data in (folder, shards):  # the folder adapted in memory, the shards batch by batch
+        results[data] = (
+            knn(KnnConfig(run_dir=str(ce_run), data=data, k=3, device="cpu")),
+            linear_probe(ProbeConfig(run_dir=str(ce_run), data=data, epochs=2, device="cpu")),
+            retrieval(RetrievalConfig(run_dir=str(ce_run), data=data, device="cpu")),
+        )
+    for mine, theirs in zip(results[shards], results[folder], strict=True):
+        assert mine["transfer"] == {**theirs["transfer"], "data": shards}
+        for key in ("test_acc", "train_acc", "confusion", "precision_at_1", "map_at_r"):
+            assert mine.get(key) == theirs.get(key), key
+    assert results[shards][0]["transfer"]["adaptation"] == [
+        "colour → grey (BT.601 luma)",
+        "resized 16×16 → 8×8 (bilinear)",
+    ]
+    assert len(list(ce_run.glob("knn-shards*.json"))) == 1

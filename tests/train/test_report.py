@@ -77,6 +77,32 @@ def test_mean_and_sample_std_over_seeds(three_seeds):
     assert len(s["baselines"]) == 1 and "raw pixels: logistic regression" in s["table"]
 
 
+def test_summary_shows_the_retrieval_mean_and_std_over_seeds(three_seeds, tmp_path):
+    s = seed_summary(three_seeds)
+    table = s["table"].splitlines()
+    assert table[0].endswith("| own head acc % | P@1 % | MAP@R % |")
+    assert all(line.count("|") == table[0].count("|") for line in table)  # baselines too
+    rows = {r["method"]: r for r in s["rows"]}
+    for method, row in rows.items():
+        found = [_read(d / method, "retrieval.json") for d in three_seeds]
+        for key in ("precision_at_1", "map_at_r"):
+            values = [f[key] for f in found]
+            assert row[key] == pytest.approx((statistics.mean(values), statistics.stdev(values)))
+        (p1, p1_sd), (mapr, mapr_sd) = row["precision_at_1"], row["map_at_r"]
+        line = next(line for line in table if line.startswith(f"| {method} |"))
+        assert line.endswith(
+            f"| {100 * p1:.2f} ± {100 * p1_sd:.2f} | {100 * mapr:.2f} ± {100 * mapr_sd:.2f} |"
+        )
+    # a seed without retrieval.json: its method has no retrieval mean; none at all: no columns
+    lacking = _copy(three_seeds[2], tmp_path)
+    (lacking / "ce" / "retrieval.json").unlink()
+    rows = {r["method"]: r for r in seed_summary([*three_seeds[:2], lacking])["rows"]}
+    assert rows["ce"]["map_at_r"] is None and rows["simclr"]["map_at_r"] is not None
+    (lacking / "simclr" / "retrieval.json").unlink()
+    table = seed_summary([lacking])["table"].splitlines()
+    assert "P@1" not in table[0] and all(line.count("|") == 10 for line in table)
+
+
 def test_one_run_has_no_std_and_duplicates_count_once(three_seeds):
     s = seed_summary([three_seeds[0], three_seeds[0] / "ce", three_seeds[0]])
     rows = {r["method"]: r for r in s["rows"]}

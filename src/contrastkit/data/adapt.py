@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastkit.data.shards import ShardSplit
 from contrastkit.errors import ContrastkitError
 
 LUMA = (0.299, 0.587, 0.114)
@@ -57,3 +60,42 @@ def adapt_images(images: Tensor, channels: int, size: int) -> tuple[Tensor, list
         x = x.round().clamp(0, 255).to(torch.uint8)  # (N, C, size, size)
         notes.append(f"resized {h}×{w_} → {size}×{size} (bilinear)")
     return x, notes
+
+
+class AdaptedShardSplit(ShardSplit):
+    """A prepared split (``shards:DIR``) whose images are adapted as they are read.
+
+    Every batch that :meth:`read` returns (and so every batch a loader streams) goes through
+    :func:`adapt_images` to ``channels`` × ``size`` × ``size``: another data set streamed to
+    a run's encoder, one batch in memory at a time. ``image_shape`` stays the stored one.
+    """
+
+    channels: int
+    size: int
+
+    @classmethod
+    def of(cls, split: ShardSplit, channels: int, size: int) -> tuple[AdaptedShardSplit, list[str]]:
+        """``split`` adapted to ``channels`` and ``size``, and the notes of what changes.
+
+        Raises:
+            ContrastkitError: if ``channels`` is not 1 or 3 or ``size`` is below 1.
+        """
+        _, notes = adapt_images(
+            torch.zeros((1, *split.image_shape), dtype=torch.uint8), channels, size
+        )
+        adapted = object.__new__(cls)
+        adapted.__dict__.update(split.__dict__)
+        adapted.channels, adapted.size = channels, size
+        adapted.name = f"{split.name} (adapted)"
+        return adapted, notes
+
+    def read(self, indices: Tensor | Sequence[int]) -> Tensor:
+        """The adapted images at ``indices``: uint8 (B, channels, size, size)."""
+        return adapt_images(super().read(indices), self.channels, self.size)[0]
+
+    def subset(self, indices: Tensor) -> AdaptedShardSplit:
+        """The samples at ``indices``, adapted alike."""
+        adapted = object.__new__(type(self))
+        adapted.__dict__.update(super().subset(indices).__dict__)
+        adapted.channels, adapted.size, adapted.name = self.channels, self.size, self.name
+        return adapted

@@ -1,27 +1,43 @@
-"""Raw-pixel baselines on the same split: scikit-learn logistic regression and kNN."""
+"""Raw-pixel baselines on the same split: scikit-learn logistic regression and kNN, retrieval."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from contrastkit.data.registry import Split
 from contrastkit.data.shards import take
+from contrastkit.data.splits import carve_val
+from contrastkit.train.retrieval import retrieval_metrics
 
 MAX_TRAIN = 20_000
 """Larger training sets are subsampled (seed 0) to keep the baselines to about a minute."""
 
 
-def raw_pixel_baselines(train: Split, test: Split, *, k: int = 5) -> dict[str, Any]:
-    """Test accuracy of logistic regression and k-NN (k = 5, Euclidean) on standardised pixels.
+def raw_pixel_baselines(
+    train: Split, test: Split, *, k: int = 5, val_fraction: float = 0.0
+) -> dict[str, Any]:
+    """Test accuracy of logistic regression and k-NN (k = 5, Euclidean), and retrieval, on pixels.
 
-    Both on pixels scaled to 0–1: ``LogisticRegression(max_iter=1000)`` (L2, C = 1, lbfgs) and
-    ``KNeighborsClassifier(k)``.
+    The classifiers on pixels scaled to 0–1 of at most :data:`MAX_TRAIN` training images:
+    ``LogisticRegression(max_iter=1000)`` (L2, C = 1, lbfgs) and ``KNeighborsClassifier(k)``.
+    The retrieval ranks the test images' pixel vectors against those of the whole training
+    split without its validation images (``val_fraction``, carved as pretraining carves it:
+    the reference of every method's ``retrieval.json``) by cosine similarity
+    (:func:`~contrastkit.train.retrieval.retrieval_metrics`), in memory: M × pixels float32,
+    twice at the peak.
 
     Returns:
-        ``{"logreg": acc, "knn": acc, "n_train": M, "n_test": N, "knn_k": k}``.
+        ``{"logreg": acc, "knn": acc, "n_train": M, "n_test": N, "knn_k": k, "retrieval":
+        {"precision_at_1", "map_at_r", "n_queries", "lone_queries", "n_reference"}}``.
+
+    Raises:
+        ValueError: if ``val_fraction`` is not in [0, 1).
     """
+    if isinstance(val_fraction, bool) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -34,10 +50,24 @@ def raw_pixel_baselines(train: Split, test: Split, *, k: int = 5) -> dict[str, A
     yte = test.labels.numpy()
     logreg = LogisticRegression(max_iter=1000).fit(xtr, ytr)
     knn = KNeighborsClassifier(n_neighbors=k).fit(xtr, ytr)
+    reference, _ = carve_val(train, val_fraction)
+    found = retrieval_metrics(_pixels(test), test.labels, _pixels(reference), reference.labels)
     return {
         "logreg": float((logreg.predict(xte) == yte).mean()),
         "knn": float((knn.predict(xte) == yte).mean()),
         "n_train": len(xtr),
         "n_test": len(xte),
         "knn_k": k,
+        "retrieval": {
+            "precision_at_1": found.precision_at_1,
+            "map_at_r": found.map_at_r,
+            "n_queries": found.n_queries,
+            "lone_queries": found.lone_queries,
+            "n_reference": len(reference),
+        },
     }
+
+
+def _pixels(split: Split) -> Tensor:
+    """Every image of ``split`` as a float32 row of its pixels. Shape: (N, C·H·W)."""
+    return take(split, range(len(split))).reshape(len(split), -1).float()

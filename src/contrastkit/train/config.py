@@ -339,7 +339,10 @@ class RetrievalConfig(_Validated):
 
     run_dir: str = _f("", "run directory written by pretrain", rule=PATH)
     split: str = _f(
-        "test", "split whose images are the queries (train: each leaves itself out)", rule=SPLIT
+        "test",
+        "split whose images are the queries (val: the run's validation images; train: each "
+        "leaves itself out)",
+        rule=SPLIT,
     )
     data: str | None = _transfer_data()
     data_root: str | None = _f(None, "directory of the other data set's files (its default)")

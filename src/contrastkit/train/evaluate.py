@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastkit.data import ImageTensorDataset, dataset_info, resolve_dataset
-from contrastkit.data.adapt import adapt_images
+from contrastkit.data.adapt import AdaptedShardSplit, adapt_images
 from contrastkit.data.registry import Split
-from contrastkit.data.shards import iter_images
+from contrastkit.data.shards import ShardSplit, iter_images
 from contrastkit.data.splits import carve_val
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import checkpoint as ckpt_io
@@ -35,8 +35,6 @@ from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import LinearProbe, fit_linear_probe, score_probe
 from contrastkit.train.retrieval import retrieval_metrics
-
-RETRIEVAL_FILE = "retrieval.json"
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
 """Data to evaluate on instead of the run's: a registry name or a ``Dataset`` object."""
@@ -208,21 +206,21 @@ class Transfer:
         return f"{stem}-{slug}.{suffix}"
 
 
-def _other_split(
-    run: LoadedRun, name: str, root: str | None, split: str
-) -> tuple[ImageTensorDataset, Transfer]:
-    """Split ``split`` of data set ``name``, adapted to the run's channels and image size."""
+def _other_split(run: LoadedRun, name: str, root: str | None, split: str) -> tuple[Split, Transfer]:
+    """Split ``split`` of data set ``name``, adapted to the run's channels and image size.
+
+    In memory for a registry data set or a folder; a ``shards:DIR`` split stays streamed,
+    each batch adapted as it is read (:class:`~contrastkit.data.adapt.AdaptedShardSplit`).
+    """
     info = dataset_info(name)
     if split not in info.splits:
         raise ContrastkitError(
             f"data set {name!r} has no split {split!r}; choose one of {', '.join(info.splits)}"
         )
     ds = resolve_dataset(name, split, root=root, download=False)
-    if not isinstance(ds, ImageTensorDataset):
-        raise ContrastkitError(
-            f"--data {name}: another data set is adapted in memory, and a shards:DIR split is "
-            "streamed; evaluate the registry data set or folder it was prepared from instead"
-        )
+    if isinstance(ds, ShardSplit):
+        streamed, notes = AdaptedShardSplit.of(ds, run.shape.channels, run.shape.size)
+        return streamed, Transfer(name, notes)
     images, notes = adapt_images(ds.images, run.shape.channels, run.shape.size)
     adapted = ImageTensorDataset(images, ds.labels, ds.classes, f"{ds.name} (adapted)")
     return adapted, Transfer(name, notes)
@@ -627,51 +625,66 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
     """Retrieval metrics of a split against the training split; writes ``retrieval.json``.
 
     The queries are the backbone features of ``config.split`` (default test), the reference
-    those of the training split, ranked by cosine similarity of the L2-normalised features
-    (:func:`~contrastkit.train.retrieval.retrieval_metrics`: precision@1, Recall@k as the
-    metric-learning literature defines it — a relevant reference among the k nearest — for k
-    in 1, 5, 10, and MAP@R). With ``split="train"`` each query leaves itself out.
+    those of the training images the encoder trained on (the training split without the
+    run's validation images, as for :func:`knn`), ranked by cosine similarity of the
+    L2-normalised features (:func:`~contrastkit.train.retrieval.retrieval_metrics`:
+    precision@1, Recall@k as the metric-learning literature defines it — a relevant
+    reference among the k nearest — for k in 1, 5, 10, and MAP@R). ``split="val"`` queries
+    with the run's validation images (refused for a run without them); ``split="train"``
+    queries with the reference itself, each query leaving itself out.
 
     Args:
         config: A :class:`~contrastkit.train.config.RetrievalConfig`, or just the run
             directory (the test split).
         data: Override of the run's data set (a registry name or a ``Dataset``).
             ``config.data`` instead evaluates on another data set as :func:`linear_probe`
-            does, into ``retrieval-<data>.json``.
+            does, into ``retrieval-<data>.json`` (its own train and test splits: no ``val``).
 
     Returns:
-        The content of ``retrieval.json``: the metrics, ``split``, ``n_queries`` (those with
-        a relevant reference), ``lone_queries`` (left out: no reference has their label),
-        ``n_reference``, ``checkpoint_epoch``, ``checkpoint_finished`` and ``seconds``.
+        The content of the file written, ``retrieval.json`` for the test split and
+        ``retrieval_<split>.json`` for another (``retrieval_val.json``): the metrics,
+        ``split``, ``n_queries`` (those with a relevant reference), ``lone_queries`` (left
+        out: no reference has their label), ``n_reference``, ``checkpoint_epoch``,
+        ``checkpoint_finished`` and ``seconds``.
+
+    Raises:
+        ContrastkitError: on ``split="val"`` for a run without a validation split or with
+            another data set, unlabelled images, or both ``config.data`` and ``data``.
     """
     t0 = time.perf_counter()
     cfg = _as_config(RetrievalConfig, config)
     run = load_encoder(cfg.run_dir, cfg.device)
     transfer = None
-    reference: Split
+    queried: Split | None = None  # None: the reference itself (split train)
     if cfg.data is not None:
         if data is not None:
             raise ContrastkitError(
                 f"give the other data set either as data={cfg.data!r} in the config or as "
                 "data=, not both"
             )
+        if cfg.split == "val":
+            raise ContrastkitError(
+                f"--split val is the run's own validation split; another data set "
+                f"(--data {cfg.data}) is scored on its test split: leave --split out"
+            )
         reference, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
+        if cfg.split != "train":
+            queried = _other_split(run, cfg.data, cfg.data_root, cfg.split)[0]
     else:
-        reference = _split(run, data, "train")
+        full = _labelled(_split(run, data, "train"), "the retrieval's reference")
+        reference, _ = carve_val(full, _val_fraction(run))
+        if cfg.split == "val":
+            queried = _val_split(run, full)
+        elif cfg.split != "train":
+            queried = _split(run, data, cfg.split)
     reference = _labelled(reference, "the retrieval's reference")
+    if queried is not None:
+        queried = _labelled(queried, "the retrieval's queries")
     ref = (_features(run, reference), reference.labels)
-    if cfg.split == "train":
-        queries = ref
-    else:
-        test = (
-            _other_split(run, cfg.data, cfg.data_root, cfg.split)[0]
-            if cfg.data is not None
-            else _split(run, data, cfg.split)
-        )
-        test = _labelled(test, "the retrieval's queries")
-        queries = (_features(run, test), test.labels)
+    queries = ref if queried is None else (_features(run, queried), queried.labels)
     extra = transfer.record if transfer else None
-    name = transfer.file(RETRIEVAL_FILE) if transfer else RETRIEVAL_FILE
+    name = result_name("retrieval", cfg.split)
+    name = transfer.file(name) if transfer else name
     return _write_retrieval(Path(cfg.run_dir), run, cfg.split, ref, queries, t0, extra, name)
 
 

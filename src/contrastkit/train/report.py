@@ -95,16 +95,26 @@ def baseline_rows(b: dict[str, Any], runs: Sequence[str] = (), extra: int = 0) -
     """The raw-pixel rows of a 9-column results table (probe and kNN columns 8 and 7).
 
     ``runs``, if given, are the run directories the rows came from, named in their labels;
-    ``extra`` empty cells follow for a table with more columns.
+    ``extra`` empty cells follow for a table with more columns. With ``extra`` 2 (the
+    retrieval columns P@1 and MAP@R) a third row gives the raw-pixel retrieval, where ``b``
+    has it (``baselines.json`` written before it was computed has not).
     """
     source = f" ({', '.join(runs)})" if runs else ""
     tail = " – |" * extra
-    return [
+    rows = [
         f"| raw pixels: logistic regression{source} | – | – | – | – | – | – | "
         f"{_pct(b['logreg'])} | – |" + tail,
         f"| raw pixels: kNN (k={b['knn_k']}){source} | – | – | – | – | – | {_pct(b['knn'])} | – | – |"
         + tail,
     ]
+    found = b.get("retrieval")
+    if extra == 2 and found:
+        rows.append(
+            f"| raw pixels: cosine retrieval{source} |"
+            + " – |" * 8
+            + f" {_pct(found['precision_at_1'])} | {_pct(found['map_at_r'])} |"
+        )
+    return rows
 
 
 def run_dirs(root: Path) -> list[Path]:

@@ -112,7 +112,8 @@ def _run(
             prov = provenance.provenance(cfg.pretrain.device)
             rundir.write_config(root, to_dict(cfg), prov, command="run")
         if train.has_labels and test.has_labels and not (root / BASELINES).is_file():
-            files.write_json(root / BASELINES, raw_pixel_baselines(train, test))
+            found = raw_pixel_baselines(train, test, val_fraction=cfg.pretrain.val_fraction)
+            files.write_json(root / BASELINES, found)
         _train_methods(root, cfg, added, data, test_data)
         build_report(root)
     rows = [method_row(root / m) for m in cfg.methods]

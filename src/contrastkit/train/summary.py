@@ -17,7 +17,15 @@ SEED_FREE_KEYS = frozenset({"seed", "out", "quiet", "device", "knn_every", "tens
 """Config keys that may differ between the runs averaged into one row of :func:`seed_summary`
 (``knn_every`` only decides how often the monitor looks: the weights do not depend on it)."""
 
-_SUMMARY_METRICS = ("seconds", "eval_seconds", "knn_acc", "probe_acc", "head_acc")
+_SUMMARY_METRICS = (
+    "seconds",
+    "eval_seconds",
+    "knn_acc",
+    "probe_acc",
+    "head_acc",
+    "precision_at_1",
+    "map_at_r",
+)
 _PROBE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
 _ROW_KEYS = frozenset({"method", "model", "epochs"})
 """What names a row of :func:`seed_summary`: these cannot be pooled."""
@@ -54,7 +62,9 @@ def seed_summary(run_dirs_given: list[str | Path], pool: Sequence[str] = ()) -> 
     Returns:
         ``{"rows": [...], "baselines": [...], "table": str}``: per row the method, model,
         epochs, seeds, n, ``(mean, std)`` of seconds, eval seconds, kNN, probe and CE-head
-        accuracy (None where a run lacks the value) and ``pooled`` (per pooled key that
+        accuracy, and of the retrieval's ``precision_at_1`` and ``map_at_r`` (from each
+        run's ``retrieval.json``; the table's P@1 and MAP@R columns appear when a row has
+        them) (None where a run lacks the value) and ``pooled`` (per pooled key that
         varies in the row, each value's seeds); the raw-pixel baselines that differ in
         what the table shows (one percentage digit; where they differ, each pair's label
         names the run directories it came from); the Markdown table.
@@ -101,7 +111,8 @@ def _collect(given: list[str | Path], pool: list[str]) -> _Collected:
         base = files.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
         if base is not None:
-            _, sources = out.baselines.setdefault(tuple(baseline_rows(base)), (base, []))
+            shown = tuple(baseline_rows(base, extra=2))
+            _, sources = out.baselines.setdefault(shown, (base, []))
             sources += [str(d)] if str(d) not in sources else []
         for run in runs:
             if run.resolve() in done:
@@ -169,20 +180,27 @@ def _table(
     baselines: dict[tuple[str, ...], tuple[dict[str, Any], list[str]]],
     pool: list[str],
 ) -> str:
-    """The Markdown table of the rows, the baselines, and a note on the pooled keys."""
+    """The Markdown table of the rows, the baselines, and a note on the pooled keys.
+
+    The retrieval columns (P@1, MAP@R) appear when a row has them.
+    """
+    found = any(r["precision_at_1"] is not None for r in rows)
     lines = [
-        "| method | model | epochs | seeds | seconds | eval s | kNN acc % | linear-probe acc % | own head acc % |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| method | model | epochs | seeds | seconds | eval s | kNN acc % | linear-probe acc % | own head acc % |"
+        + (" P@1 % | MAP@R % |" if found else ""),
+        "|---|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if found else ""),
     ]
     for r in rows:
+        retrieval = f" {_pm(r['precision_at_1'], 100, 2)} | {_pm(r['map_at_r'], 100, 2)} |"
         lines.append(
             f"| {r['method']} | {r['model']} | {r['epochs']} | "
             f"{', '.join(map(str, r['seeds']))} | {_pm(r['seconds'], 1, 0)} | "
             f"{_pm(r['eval_seconds'], 1, 0)} | {_pm(r['knn_acc'], 100, 2)} | "
             f"{_pm(r['probe_acc'], 100, 2)} | {_pm(r['head_acc'], 100, 2)} |"
+            + (retrieval if found else "")
         )
     for b, sources in baselines.values():
-        lines += baseline_rows(b, sources if len(baselines) > 1 else ())
+        lines += baseline_rows(b, sources if len(baselines) > 1 else (), extra=2 if found else 0)
     notes = [
         f"{r['method']}: {key} " + "; ".join(f"{v} ({_seeds(s)})" for v, s in by.items())
         for r in rows
