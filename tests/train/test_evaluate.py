@@ -126,12 +126,17 @@ def test_retrieval_of_the_validation_split_against_the_images_trained_on(tmp_pat
     out = tmp_path / "v"
     options = {**TINY, "limit": None, "batch_size": 256}
     pretrain(PretrainConfig(data="digits", method="ce", val_fraction=0.2, out=str(out), **options))
-    e = np.load(embed(EmbedConfig(str(out), "train", str(tmp_path / "train.npz"), "cpu")))
-    feats, labels = torch.from_numpy(e["features"]), torch.from_numpy(e["labels"])
+    feats, labels = {}, {}
+    for split in ("train", "val"):  # train: without the validation images; val: those
+        e = np.load(embed(EmbedConfig(str(out), split, str(tmp_path / f"{split}.npz"), "cpu")))
+        feats[split], labels[split] = torch.from_numpy(e["features"]), torch.from_numpy(e["labels"])
     # the validation positions recomputed from the digits labels (seed 0, 20 % per class)
-    keep, val = stratified_split(load_dataset("digits", "train").labels, 0.2, 0)
+    all_labels = load_dataset("digits", "train").labels
+    keep, val = stratified_split(all_labels, 0.2, 0)
+    assert torch.equal(labels["train"], all_labels[keep])
+    assert torch.equal(labels["val"], all_labels[val])
     got = retrieval(RetrievalConfig(run_dir=str(out), split="val", device="cpu"))
-    want = retrieval_metrics(feats[val], labels[val], feats[keep], labels[keep])
+    want = retrieval_metrics(feats["val"], labels["val"], feats["train"], labels["train"])
     assert (got["split"], got["n_queries"], got["n_reference"]) == ("val", 287, 1150)
     assert got["precision_at_1"] == want.precision_at_1 and got["map_at_r"] == want.map_at_r
     assert json.loads((out / "retrieval_val.json").read_text()) == got
