@@ -33,6 +33,36 @@ def test_pixel_retrieval_ranks_the_test_split_against_the_images_a_run_trains_on
     assert 0.9 < got["precision_at_1"] <= 1  # digits' pixels: the nearest image is mostly right
 
 
+@pytest.mark.parametrize("val_fraction", [0.0, 0.2])
+def test_pixel_classifiers_train_on_the_images_a_run_trains_on(digits, val_fraction):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train, test = digits
+    base = raw_pixel_baselines(train, test, val_fraction=val_fraction)
+    keep = stratified_split(train.labels, val_fraction, 0)[0]
+    x, y = _pixels(train)[keep].numpy() / 255.0, train.labels[keep].numpy()
+    xte, yte = _pixels(test).numpy() / 255.0, test.labels.numpy()
+    logreg = (LogisticRegression(max_iter=1000).fit(x, y).predict(xte) == yte).mean()
+    knn = (KNeighborsClassifier(n_neighbors=5).fit(x, y).predict(xte) == yte).mean()
+    assert base["n_train"] == len(keep) == (1437 if val_fraction == 0 else 1150)
+    assert (base["logreg"], base["knn"]) == (float(logreg), float(knn))
+
+
+def test_pixel_retrieval_over_the_memory_budget_is_skipped_with_the_reason(digits, monkeypatch):
+    import contrastkit.train.baselines as baselines
+
+    # digits: (1,437 + 360) vectors of 64 float32 values, twice: 920,064 bytes
+    monkeypatch.setattr(baselines, "RETRIEVAL_BYTES", 920_063)
+    base = raw_pixel_baselines(*digits)
+    assert "retrieval" not in base and base["logreg"] > 0.9
+    assert base["retrieval_skipped"] == (
+        "1437 + 360 pixel vectors of 64 values need 0.0 GiB, over the 0 GiB budget"
+    )
+    monkeypatch.setattr(baselines, "RETRIEVAL_BYTES", 920_064)
+    assert "retrieval" in raw_pixel_baselines(*digits)
+
+
 def test_the_results_table_shows_the_pixel_retrieval_beside_the_methods(digits):
     base = raw_pixel_baselines(*digits)
     row = {"method": "ce", "model": "small_cnn", "epochs": 1, "seconds": 1.0}
