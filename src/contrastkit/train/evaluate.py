@@ -638,7 +638,8 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
             directory (the test split).
         data: Override of the run's data set (a registry name or a ``Dataset``).
             ``config.data`` instead evaluates on another data set as :func:`linear_probe`
-            does, into ``retrieval-<data>.json`` (its own train and test splits: no ``val``).
+            does, into ``retrieval-<data>.json`` (``retrieval_train-<data>.json`` with
+            ``split="train"``; its own train and test splits: no ``val``).
 
     Returns:
         The content of the file written, ``retrieval.json`` for the test split and
