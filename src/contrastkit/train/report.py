@@ -70,8 +70,8 @@ def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -
     "seconds" is the pretraining wall time, "CPU s" its process time over all threads (the
     work done, when the machine is shared and wall time is inflated by other jobs), "eval s"
     the wall time of the final kNN, linear probe and retrieval. "P@1" and "MAP@R" are the
-    retrieval of the test split against the training split (``retrieval.json``); the two
-    columns appear when a row has them.
+    retrieval of the test split against the training split without the validation images
+    (``retrieval.json``); the two columns appear when a row has them.
     """
     found = any(r.get("precision_at_1") is not None for r in rows)
     lines = [
