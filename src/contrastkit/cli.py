@@ -188,7 +188,9 @@ def _cmd_index(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
     out = build_index(from_dict(IndexConfig, given))
     i = files.read_json(out / INDEX_INFO) or {}
-    print(f"wrote {out}: {i['size']} training images × {i['dim']} features, {i['kind']}")
+    left = i.get("validation_left_out")
+    held = f"; {left} validation images left out" if left else ""
+    print(f"wrote {out}: {i['size']} training images × {i['dim']} features, {i['kind']}{held}")
 
 
 def _cmd_search(ns: argparse.Namespace, given: dict[str, Any]) -> None:
