@@ -105,6 +105,25 @@ def test_retrieval_benchmark_agrees_with_the_code_before_the_new_ranking():
     assert "| 200 × 1,000 × 128 | before | 1 |" in out
 
 
+def test_stats_benchmark_gives_the_figures_of_the_former_formula_and_less_memory():
+    rows, out = _script("stats.py", "--shape", "40x3x16x16", "--rounds", "1")
+    former, mine = rows  # one turn: float32 first
+    assert (former["method"], mine["method"]) == ("float32", "contrastkit")
+    for key in ("mean", "std"):  # float32 sums against exact ones: rounding apart
+        assert max(abs(a - b) for a, b in zip(former[key], mine[key], strict=True)) < 1e-6
+    assert all(row["seconds"] > 0 and row["peak_mib"] >= 0 for row in rows)
+    assert "| 40 × 3 × 16 × 16 | contrastkit | 1 |" in out
+
+
+def test_ranking_benchmark_ranks_a_block_as_topk_does_up_to_ties():
+    rows, out = _script("ranking.py", "--size", "300x6000", "--rounds", "1", "--threads", "1")
+    assert [row["method"] for row in rows] == ["topk", "contrastkit"]
+    assert all(row["same_similarity_at_every_rank"] for row in rows)
+    # a block of 300 queries (2**24 // 6,000 = 2,796 is more), depth the largest R
+    assert rows[0]["block"] == 300 and 500 < rows[0]["depth"] < 700
+    assert "| 300 × 6,000 |" in out
+
+
 @pytest.mark.slow
 def test_moco_benchmark_times_every_variant_and_sizes_the_queue():
     rows, out = _bench("moco.py")
