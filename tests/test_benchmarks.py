@@ -61,16 +61,67 @@ def test_embeddings_benchmark_finds_the_same_neighbours_with_faiss_and_torch():
     assert "| faiss-flat | 1,000 × 128 | 5 |" in out
 
 
-def test_retrieval_benchmark_agrees_with_pytorch_metric_learning_and_the_code_before():
-    args = ["--sizes", "200x1000", "--rounds", "1", "--threads", "1", "--before", "HEAD"]
+BEFORE = "045fa07"
+"""The commit before the selection-then-sort ranking: its ``retrieval_metrics`` used ``topk``."""
+
+
+def _has_commit(rev: str) -> bool:
+    """True when the repository's git history holds ``rev`` (not in a copy without ``.git``)."""
+    try:
+        r = subprocess.run(
+            ["git", "cat-file", "-e", f"{rev}^{{commit}}"],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:  # no git
+        return False
+    return r.returncode == 0
+
+
+def _retrieval(*extra: str) -> tuple[dict[str, dict], str]:
+    args = ["--sizes", "200x1000", "--rounds", "1", "--threads", "1", *extra]
     found, out = _script("retrieval.py", *args)
     rows = {row["method"]: row for row in found}
-    assert set(rows) == {"before", "contrastkit", "pml"} and len(found) == 3
+    assert len(found) == len(rows)  # one call per method at the one size and round
     for row in rows.values():
         assert row["precision_at_1"] == rows["contrastkit"]["precision_at_1"]
         assert abs(row["map_at_r"] - rows["contrastkit"]["map_at_r"]) < 1e-6
         assert row["seconds"] > 0 and row["peak_mib"] >= 0
     assert "| 200 × 1,000 × 128 | contrastkit | 1 |" in out
+    return rows, out
+
+
+def test_retrieval_benchmark_agrees_with_pytorch_metric_learning():
+    rows, _ = _retrieval()
+    assert set(rows) == {"contrastkit", "pml"}
+
+
+def test_retrieval_benchmark_agrees_with_the_code_before_the_new_ranking():
+    if not _has_commit(BEFORE):
+        pytest.skip(f"commit {BEFORE} (the code before) is not in this repository's history")
+    rows, out = _retrieval("--methods", "contrastkit", "--before", BEFORE)
+    assert set(rows) == {"before", "contrastkit"}
+    assert "| 200 × 1,000 × 128 | before | 1 |" in out
+
+
+def test_stats_benchmark_gives_the_figures_of_the_former_formula_and_less_memory():
+    rows, out = _script("stats.py", "--shape", "40x3x16x16", "--rounds", "1")
+    former, mine = rows  # one turn: float32 first
+    assert (former["method"], mine["method"]) == ("float32", "contrastkit")
+    for key in ("mean", "std"):  # float32 sums against exact ones: rounding apart
+        assert max(abs(a - b) for a, b in zip(former[key], mine[key], strict=True)) < 1e-6
+    assert all(row["seconds"] > 0 and row["peak_mib"] >= 0 for row in rows)
+    assert "| 40 × 3 × 16 × 16 | contrastkit | 1 |" in out
+
+
+def test_ranking_benchmark_ranks_a_block_as_topk_does_up_to_ties():
+    rows, out = _script("ranking.py", "--size", "300x6000", "--rounds", "1", "--threads", "1")
+    assert [row["method"] for row in rows] == ["topk", "contrastkit"]
+    assert all(row["same_similarity_at_every_rank"] for row in rows)
+    # a block of 300 queries (2**24 // 6,000 = 2,796 is more), depth the largest R
+    assert rows[0]["block"] == 300 and 500 < rows[0]["depth"] < 700
+    assert "| 300 × 6,000 |" in out
 
 
 @pytest.mark.slow

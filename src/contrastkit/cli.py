@@ -120,7 +120,8 @@ def _cmd_run(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
 def _cmd_probe(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import ProbeConfig, from_dict
-    from contrastkit.train.evaluate import linear_probe, result_name
+    from contrastkit.train.evaluate import linear_probe
+    from contrastkit.train.rundir import result_name
 
     cfg = from_dict(ProbeConfig, given)
     r = linear_probe(cfg)
@@ -140,7 +141,8 @@ def _written(run_dir: str, name: str, data: str | None) -> str:
 
 def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import KnnConfig, from_dict
-    from contrastkit.train.evaluate import knn, result_name
+    from contrastkit.train.evaluate import knn
+    from contrastkit.train.rundir import result_name
 
     cfg = from_dict(KnnConfig, given)
     r = knn(cfg)
@@ -153,7 +155,8 @@ def _cmd_knn(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
 def _cmd_retrieval(ns: argparse.Namespace, given: dict[str, Any]) -> None:
     from contrastkit.train.config import RetrievalConfig, from_dict
-    from contrastkit.train.evaluate import result_name, retrieval
+    from contrastkit.train.evaluate import retrieval
+    from contrastkit.train.rundir import result_name
 
     cfg = from_dict(RetrievalConfig, given)
     r = retrieval(cfg)
@@ -185,7 +188,9 @@ def _cmd_index(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
     out = build_index(from_dict(IndexConfig, given))
     i = files.read_json(out / INDEX_INFO) or {}
-    print(f"wrote {out}: {i['size']} training images × {i['dim']} features, {i['kind']}")
+    left = i.get("validation_left_out")
+    held = f"; {left} validation images left out" if left else ""
+    print(f"wrote {out}: {i['size']} training images × {i['dim']} features, {i['kind']}{held}")
 
 
 def _cmd_search(ns: argparse.Namespace, given: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 in-memory data set, determinism, bit-equal training, and the errors of bad shards and images."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -289,8 +290,6 @@ def test_png_members_are_real_png_files_that_pil_and_webdataset_decode(png_sets,
 
 
 def _step_losses(run: Path) -> list[tuple[int, float]]:
-    import json
-
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"]) for r in records if r["kind"] == "step"]
 
@@ -368,3 +367,12 @@ def test_a_prepared_folder_has_the_statistics_of_the_folder_in_memory(tmp_path):
     in_memory = load_dataset(f"folder:{folder}", "train")
     assert len(index["splits"]["train"]["shards"]) == 3  # sums over several shards
     assert (index["mean"], index["std"]) == channel_stats(in_memory.images)
+    # the shards' own sums are JSON integers, equal to the pixels' sums by numpy in int64
+    shards = sorted((tmp_path / "out" / "train").glob("*.json"))
+    summaries = [json.loads(p.read_text()) for p in shards]
+    assert len(summaries) == 3
+    pixels = in_memory.images.numpy().astype(np.int64)  # (12, 3, 10, 12)
+    for key, want in (("pixel_sum", pixels), ("pixel_sumsq", pixels * pixels)):
+        assert all(type(v) is int for s in summaries for v in s[key])  # not floats
+        got = [sum(s[key][c] for s in summaries) for c in range(3)]
+        assert got == want.sum(axis=(0, 2, 3)).tolist()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrastkit.data.splits import stratified_split
+from contrastkit.data import ImageTensorDataset
+from contrastkit.data.splits import carve_positions, carve_val, stratified_split
 from contrastkit.errors import ContrastkitError
 
 
@@ -69,3 +70,20 @@ def test_bad_input_is_one_line(labels, fraction, seed, needle) -> None:
     with pytest.raises(ContrastkitError, match=None) as e:
         stratified_split(labels, fraction, seed)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_carve_positions_are_the_images_carve_val_keeps_and_holds_out() -> None:
+    y = labels_of([10, 5, 1, 3, 2])
+    images = torch.arange(len(y), dtype=torch.uint8).view(-1, 1, 1, 1)  # image i holds i
+    ds = ImageTensorDataset(images, y)
+    keep, val = carve_positions(ds, 0.2)
+    assert torch.bincount(y[val], minlength=5).tolist() == [2, 1, 0, 1, 1]  # as by hand above
+    assert sorted(keep.tolist() + val.tolist()) == list(range(len(y)))
+    kept, held = carve_val(ds, 0.2)
+    assert kept.images.flatten().tolist() == keep.tolist()
+    assert held is not None and held.images.flatten().tolist() == val.tolist()
+    keep, val = carve_positions(ds, 0.0)  # nothing held out
+    assert keep.tolist() == list(range(len(y))) and val.tolist() == []
+    unlabelled = ImageTensorDataset(images, torch.full((len(y),), -1))
+    with pytest.raises(ContrastkitError, match=r"--val-fraction \(val_fraction\) 0.2 needs a"):
+        carve_positions(unlabelled, 0.2)

@@ -1,5 +1,7 @@
 import json
+import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +58,14 @@ def test_eval_seconds_are_recorded(three_seeds):
         f"| {100 * found['precision_at_1']:.1f} | {100 * found['map_at_r']:.1f} |"
     )
     assert all(line.count("|") == table[0].count("|") for line in table)
+
+
+def test_eval_seconds_add_those_of_the_validation_files(three_seeds, tmp_path):
+    ce = Path(shutil.copytree(three_seeds[0] / "ce", tmp_path / "ce"))
+    before = method_row(ce)["eval_seconds"]
+    for name, seconds in (("knn_val", 1.5), ("probe_val", 2.25), ("retrieval_val", 4.0)):
+        (ce / f"{name}.json").write_text(json.dumps({"seconds": seconds}))
+    assert method_row(ce)["eval_seconds"] == pytest.approx(before + 7.75)
 
 
 def test_mean_and_sample_std_over_seeds(three_seeds):

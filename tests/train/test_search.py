@@ -120,3 +120,53 @@ def test_approximate_index_finds_nearly_the_exact_neighbours(indexed, tmp_path):
     exact = _brute_force(feats, feats["test"], 1).indices.numpy()
     assert (ids == exact).mean() > 0.95  # HNSW is approximate by design
     assert json.loads((out / "index.json").read_text())["kind"].startswith("hnsw")
+
+
+@pytest.fixture(scope="module")
+def indexed_val(tmp_path_factory):
+    """A tiny run with --val-fraction 0.1, its exact index, and `embed`'s unit train features."""
+    root = tmp_path_factory.mktemp("search-val")
+    run = root / "simclr-val"
+    cfg = PretrainConfig(data="digits", method="simclr", out=str(run), val_fraction=0.1, **TINY)
+    pretrain(cfg)
+    build_index(IndexConfig(run_dir=str(run), device="cpu"))
+    e = np.load(embed(EmbedConfig(str(run), "train", str(root / "train.npz"), "cpu")))
+    return run, F.normalize(torch.from_numpy(e["features"]), dim=1)
+
+
+def test_the_index_leaves_the_validation_images_out_as_retrieval_does(indexed_val, tmp_path):
+    run, train = indexed_val  # embed's train split: without the validation images
+    index = faiss.read_index(str(run / "index" / "index.faiss"))
+    info = json.loads((run / "index" / "index.json").read_text())
+    # digits: 1,437 training images, 142 of them validation at 0.1 (docs/results.md)
+    assert (index.ntotal, info["size"], info["validation_left_out"]) == (1295, 1295, 142)
+    rows = index.reconstruct_n(0, index.ntotal)  # (1295, F)
+    np.testing.assert_allclose(rows, train.numpy(), rtol=0, atol=1e-5)  # row for row
+    stored = np.load(run / "index" / "labels.npz")
+    ids = stored["ids"]  # positions in the whole training split
+    assert len(ids) == 1295 and bool((np.diff(ids) > 0).all()) and 0 <= ids[0] and ids[-1] < 1437
+    full = resolve_dataset("digits", "train")
+    assert stored["labels"].tolist() == full.labels[torch.from_numpy(ids)].tolist()
+    held_out = sorted(set(range(1437)) - set(ids.tolist()))
+    queries = [int(ids[700]), held_out[0]]  # an indexed image, a validation image
+    paths = [_png(tmp_path / f"q{i}.png", full.images[i, 0].numpy()) for i in queries]
+    cfg = SearchConfig(run_dir=str(run), k=5, out=str(tmp_path / "grid.png"), device="cpu")
+    found = search(cfg, paths)
+    for row in found:  # indexed ids only (the validation query too), each with its label
+        assert all(n.id in set(ids.tolist()) and n.label == int(full.labels[n.id]) for n in row)
+    # the indexed image's neighbours: their similarities are those of their rows in embed's
+    # features (a row taken for an id would give others), itself (or a duplicate) first
+    at = [int(np.searchsorted(ids, n.id)) for n in found[0]]
+    want = (train[at] @ train[700]).numpy()  # (5,)
+    np.testing.assert_allclose([n.similarity for n in found[0]], want, rtol=0, atol=1e-5)
+    assert found[0][0].similarity == pytest.approx(1, abs=1e-5)
+
+
+def test_cli_index_says_how_many_validation_images_it_left_out(indexed_val, tmp_path, capsys):
+    run, train = indexed_val
+    out = tmp_path / "again"
+    assert main(["index", str(run), "--out", str(out), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == (
+        f"wrote {out}: 1295 training images × {train.shape[1]} features, exact (flat inner "
+        "product); 142 validation images left out\n"
+    )

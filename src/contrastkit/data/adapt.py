@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -85,6 +86,7 @@ class AdaptedShardSplit(ShardSplit):
         )
         adapted = object.__new__(cls)
         adapted.__dict__.update(split.__dict__)
+        adapted._files, adapted._pid = {}, os.getpid()  # its own descriptors, as subset's
         adapted.channels, adapted.size = channels, size
         adapted.name = f"{split.name} (adapted)"
         return adapted, notes

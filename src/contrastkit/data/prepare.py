@@ -249,7 +249,7 @@ def _write_shard(task: _Task) -> dict[str, Any]:
         samples.append((f"{i:09d}", arr, label))
     tar_path = task.path
     tmp = _tmp(tar_path)
-    sums = np.zeros((2, samples[0][1].shape[0] if samples else 0), dtype=np.float64)
+    sums = np.zeros((2, samples[0][1].shape[0] if samples else 0), dtype=np.int64)
     try:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
             for key, arr, label in samples:
@@ -317,7 +317,8 @@ def _stats(src: _Source, shards: list[dict[str, Any]]) -> tuple[list[float], lis
     if total == 0:
         return [], []
     written = [s for s in shards if s["count"]]
-    # the sums are integers (exact in float64 below 2**53): as channel_stats computes them
+    # exact integer sums, as channel_stats counts them: int64 per shard (Σx² < 2**63 up to
+    # 1.4e14 pixels a shard), Python ints across shards (int() reads older summaries' floats)
     s1 = [sum(int(s["pixel_sum"][c]) for s in written) for c in range(len(written[0]["pixel_sum"]))]
     s2 = [sum(int(s["pixel_sumsq"][c]) for s in written) for c in range(len(s1))]
     return stats_from_sums(s1, s2, total)

@@ -73,8 +73,31 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
     return torch.from_numpy(np.flatnonzero(keep)).long(), torch.from_numpy(val_idx).long()
 
 
+def carve_positions(train: Split, fraction: float) -> tuple[Tensor, Tensor]:
+    """Positions in ``train`` of the images left for training and of the validation images.
+
+    :func:`stratified_split` of ``train``'s labels with seed :data:`VAL_SEED`; with
+    ``fraction`` 0 every position is left for training and none held out.
+
+    Returns:
+        ``(keep, val)``, each sorted ascending, int64. Shapes: (N − V,), (V,).
+
+    Raises:
+        ContrastkitError: if ``fraction`` > 0 and ``train`` has unlabelled images, or on a
+            ``fraction`` outside [0, 1).
+    """
+    if fraction == 0:
+        return torch.arange(len(train)), torch.zeros(0, dtype=torch.long)
+    if not train.has_labels:
+        raise ContrastkitError(
+            f"--val-fraction (val_fraction) {fraction:g} needs a labelled training split, "
+            f"but {train.name} has unlabelled images; use --val-fraction 0"
+        )
+    return stratified_split(train.labels, fraction, VAL_SEED)
+
+
 def carve_val(train: Split, fraction: float) -> tuple[Split, Split | None]:
-    """``train`` without its validation images, and those (:func:`stratified_split`, seed 0).
+    """``train`` without its validation images, and those (:func:`carve_positions`).
 
     With ``fraction`` 0, ``train`` itself is returned, untouched, and no validation set.
 
@@ -83,10 +106,5 @@ def carve_val(train: Split, fraction: float) -> tuple[Split, Split | None]:
     """
     if fraction == 0:
         return train, None
-    if not train.has_labels:
-        raise ContrastkitError(
-            f"--val-fraction (val_fraction) {fraction:g} needs a labelled training split, "
-            f"but {train.name} has unlabelled images; use --val-fraction 0"
-        )
-    keep, val = stratified_split(train.labels, fraction, VAL_SEED)
+    keep, val = carve_positions(train, fraction)
     return train.subset(keep), train.subset(val)

@@ -35,6 +35,7 @@ from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import LinearProbe, fit_linear_probe, score_probe
 from contrastkit.train.retrieval import retrieval_metrics
+from contrastkit.train.rundir import result_name
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
 """Data to evaluate on instead of the run's: a registry name or a ``Dataset`` object."""
@@ -249,11 +250,6 @@ def _eval_splits(
     train, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
     test, _ = _other_split(run, cfg.data, cfg.data_root, "test")
     return _labelled(train, what), _labelled(test, what), transfer
-
-
-def result_name(kind: str, split: str) -> str:
-    """The file of an evaluation: ``knn.json``/``probe.json`` on test, ``knn_val.json``… on val."""
-    return f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
 
 
 def _val_split(run: LoadedRun, train: Split) -> Split:
@@ -638,7 +634,8 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
             directory (the test split).
         data: Override of the run's data set (a registry name or a ``Dataset``).
             ``config.data`` instead evaluates on another data set as :func:`linear_probe`
-            does, into ``retrieval-<data>.json`` (its own train and test splits: no ``val``).
+            does, into ``retrieval-<data>.json`` (``retrieval_train-<data>.json`` with
+            ``split="train"``; its own train and test splits: no ``val``).
 
     Returns:
         The content of the file written, ``retrieval.json`` for the test split and

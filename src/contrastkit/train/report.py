@@ -14,7 +14,7 @@ from contrastkit.train.config import comma_list
 
 BASELINES = "baselines.json"
 RESULTS = "results.json"
-RETRIEVAL = "retrieval.json"
+RETRIEVAL = rundir.result_name("retrieval", "test")
 
 
 def method_row(run: Path) -> dict[str, Any]:
@@ -28,14 +28,14 @@ def method_row(run: Path) -> dict[str, Any]:
     """
     cfg = rundir.read_config(run)
     epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
-    knn = files.read_json(run / "knn.json")
-    probe = files.read_json(run / "probe.json")
+    knn = files.read_json(run / rundir.result_name("knn", "test"))
+    probe = files.read_json(run / rundir.result_name("probe", "test"))
     found = files.read_json(run / RETRIEVAL)
     evals = [d.get("seconds") if d else None for d in (knn, probe)]
     evals += [found.get("seconds")] if found else []
     # with a validation split, run scores it first with the same bank and probe
-    for name in ("knn_val.json", "probe_val.json", "retrieval_val.json"):
-        val = files.read_json(run / name)
+    for kind in ("knn", "probe", "retrieval"):
+        val = files.read_json(run / rundir.result_name(kind, "val"))
         evals += [val.get("seconds")] if val else []
     monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
     return {
@@ -70,8 +70,8 @@ def format_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None) -
     "seconds" is the pretraining wall time, "CPU s" its process time over all threads (the
     work done, when the machine is shared and wall time is inflated by other jobs), "eval s"
     the wall time of the final kNN, linear probe and retrieval. "P@1" and "MAP@R" are the
-    retrieval of the test split against the training split (``retrieval.json``); the two
-    columns appear when a row has them.
+    retrieval of the test split against the training split without the validation images
+    (``retrieval.json``); the two columns appear when a row has them.
     """
     found = any(r.get("precision_at_1") is not None for r in rows)
     lines = [

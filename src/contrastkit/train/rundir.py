@@ -7,7 +7,8 @@ Layout::
     RUN/metrics.jsonl          one JSON object per line: kind "step" or "epoch" (metrics.py)
     RUN/checkpoints/last.pt    full resume state (checkpoint.py, state.py)
     RUN/.lock                  locked (flock) while a process trains in RUN (lock.py)
-    RUN/probe.json, knn.json   evaluation results
+    RUN/probe.json, knn.json   evaluation results, and retrieval.json (result_name; on the
+                               validation split probe_val.json…)
     RUN/similarity.npz         a batch's similarity matrix and positive mask (for the plot)
     RUN/embeddings_test.npz    test features (for the t-SNE plot)
     RUN/plots/*.png, RUN/report.html
@@ -45,10 +46,16 @@ __all__ = [
     "discard_unstarted",
     "open_run_dir",
     "read_config",
+    "result_name",
     "unstarted_entries",
     "update_config",
     "write_config",
 ]
+
+
+def result_name(kind: str, split: str) -> str:
+    """An evaluation's file: ``knn.json``, ``probe.json``… on test, ``knn_val.json``… on val."""
+    return f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
 
 
 def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any], *, command: str) -> None:

@@ -1,10 +1,12 @@
 """``contrastkit index`` and ``search``: nearest training images of new images, through faiss.
 
-The index holds the L2-normalised backbone features of the run's training split, so its inner
-product is the cosine similarity; ``IndexFlatIP`` (exact, the default) or ``IndexHNSWFlat``
-(approximate, for large sets). Beside it, ``index.json`` records which run and which weights
-it was built from (the checkpoint's SHA-256), and ``labels.npz`` the label and sample id (the
-position in the training split) of every row. An index of another run, or of the same run's
+The index holds the backbone features of the run's training split without its
+validation images (``--val-fraction``), as retrieval takes its reference; L2-normalised, so
+the inner product is the cosine similarity: ``IndexFlatIP`` (exact, the default) or
+``IndexHNSWFlat`` (approximate, for large sets). Beside it, ``index.json`` records
+which run and which weights it was built from (the checkpoint's SHA-256) and how many
+validation images were left out, and ``labels.npz`` the label and sample id (the position in
+the whole training split) of every row. An index of another run, or of the same run's
 earlier weights, is refused.
 """
 
@@ -24,10 +26,18 @@ from torch import Tensor
 
 from contrastkit.data.adapt import adapt_images
 from contrastkit.data.shards import take
+from contrastkit.data.splits import carve_positions
 from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train import files, rundir
 from contrastkit.train.config import IndexConfig, SearchConfig
-from contrastkit.train.evaluate import LoadedRun, _features, _split, load_encoder, neighbours
+from contrastkit.train.evaluate import (
+    LoadedRun,
+    _features,
+    _split,
+    _val_fraction,
+    load_encoder,
+    neighbours,
+)
 
 INDEX_FILE = "index.faiss"
 INDEX_INFO = "index.json"
@@ -72,13 +82,18 @@ def _unit(feats: Tensor) -> np.ndarray:
 def build_index(config: IndexConfig) -> Path:
     """Index the run's training features (``contrastkit index``); returns the directory.
 
-    Writes ``index.faiss``, ``index.json`` (the run, the checkpoint's SHA-256 and epoch, the
-    kind of index, its size and dimension, the input channels and size) and ``labels.npz``
-    (``labels`` and ``ids``, int64 (M,)).
+    The training split without the run's validation images (``val_fraction``), as
+    :func:`~contrastkit.train.evaluate.retrieval` takes its reference. Writes
+    ``index.faiss``, ``index.json`` (the run, the checkpoint's SHA-256 and epoch, the kind of
+    index, its size M and dimension, ``validation_left_out`` (V, the images not indexed), the
+    input channels and size) and ``labels.npz`` (``labels`` and ``ids``, int64 (M,): each
+    row's label and position in the whole training split).
     """
     run = load_encoder(config.run_dir, config.device)
     faiss = _faiss()
-    train = _split(run, None, "train")
+    full = _split(run, None, "train")
+    ids, held_out = carve_positions(full, _val_fraction(run))  # (M,), (V,)
+    train = full.subset(ids) if len(held_out) else full  # retrieval's reference
     feats = _unit(_features(run, train))  # (M, F), streamed from shards:DIR too
     dim = feats.shape[1]
     if config.approximate:
@@ -93,7 +108,7 @@ def build_index(config: IndexConfig) -> Path:
     with files.os_errors("write", out / INDEX_FILE):
         faiss.write_index(index, str(out / INDEX_FILE))
     with files.os_errors("write", out / INDEX_LABELS):
-        np.savez(out / INDEX_LABELS, labels=train.labels.numpy(), ids=np.arange(len(train)))
+        np.savez(out / INDEX_LABELS, labels=train.labels.numpy(), ids=ids.numpy())
     info = {
         "run_dir": str(Path(config.run_dir).resolve()),
         "checkpoint_sha256": checkpoint_sha256(config.run_dir),
@@ -103,6 +118,7 @@ def build_index(config: IndexConfig) -> Path:
         else "exact (flat inner product)",
         "similarity": "cosine: inner product of L2-normalised backbone features",
         "size": len(train),
+        "validation_left_out": len(held_out),
         "dim": dim,
         "data": run.config.get("data"),
         "split": "train",
@@ -152,8 +168,8 @@ def read_images(paths: Sequence[str], channels: int, size: int) -> Tensor:
     return torch.cat(out)
 
 
-def _open_index(config: SearchConfig) -> tuple[Any, dict[str, Any], np.ndarray]:
-    """The index, its ``index.json`` and labels; refused unless built from this run's weights."""
+def _open_index(config: SearchConfig) -> tuple[Any, dict[str, Any], np.ndarray, np.ndarray]:
+    """Index, ``index.json``, each row's label and id; refused unless of this run's weights."""
     where = Path(config.directory)
     info = files.read_json(where / INDEX_INFO)
     if info is None or not (where / INDEX_FILE).is_file():
@@ -167,7 +183,9 @@ def _open_index(config: SearchConfig) -> tuple[Any, dict[str, Any], np.ndarray]:
             f"rebuild it with `contrastkit index {config.run_dir}`"
         )
     index = _faiss().read_index(str(where / INDEX_FILE))
-    return index, info, np.load(where / INDEX_LABELS)["labels"]
+    with np.load(where / INDEX_LABELS) as rows:  # an id: the position in the training split
+        labels, ids = rows["labels"], rows["ids"]
+    return index, info, labels, ids
 
 
 def search(config: SearchConfig, images: Sequence[str]) -> list[list[Neighbour]]:
@@ -191,13 +209,13 @@ def search(config: SearchConfig, images: Sequence[str]) -> list[list[Neighbour]]
     if not images:
         raise ContrastkitError("search needs at least one image file")
     run = load_encoder(config.run_dir, config.device)
-    index, info, labels = _open_index(config)
+    index, info, labels, ids = _open_index(config)
     queries = read_images(images, run.shape.channels, run.shape.size)
     k = neighbours(config.k, index.ntotal, "search")
-    sims, ids = index.search(unit_features(run, queries), k)  # (N, k) each
+    sims, hits = index.search(unit_features(run, queries), k)  # (N, k) each: rows of the index
     found = [
-        [Neighbour(int(i), int(labels[i]), float(s)) for s, i in zip(srow, irow, strict=True)]
-        for srow, irow in zip(sims, ids, strict=True)
+        [Neighbour(int(ids[i]), int(labels[i]), float(s)) for s, i in zip(srow, irow, strict=True)]
+        for srow, irow in zip(sims, hits, strict=True)
     ]
     train = _split(run, None, "train")
     shown = sorted({n.id for row in found for n in row})
