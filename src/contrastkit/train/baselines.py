@@ -54,7 +54,8 @@ def raw_pixel_baselines(
         keep = np.random.default_rng(0).permutation(len(train))[:MAX_TRAIN]
     xtr = take(train, keep.tolist()).reshape(len(keep), -1).numpy().astype(np.float64) / 255.0
     ytr = train.labels.numpy()[keep]
-    xte = take(test, range(len(test))).reshape(len(test), -1).numpy().astype(np.float64) / 255.0
+    test_pixels = take(test, range(len(test))).reshape(len(test), -1)  # (N, C·H·W) uint8
+    xte = test_pixels.numpy().astype(np.float64) / 255.0
     yte = test.labels.numpy()
     logreg = LogisticRegression(max_iter=1000).fit(xtr, ytr)
     knn = KNeighborsClassifier(n_neighbors=k).fit(xtr, ytr)
@@ -72,7 +73,7 @@ def raw_pixel_baselines(
             f"{need / 2**30:.1f} GiB, over the {RETRIEVAL_BYTES / 2**30:.0f} GiB budget"
         )
         return out
-    found = retrieval_metrics(_pixels(test), test.labels, _pixels(train), train.labels)
+    found = retrieval_metrics(test_pixels.float(), test.labels, _pixels(train), train.labels)
     out["retrieval"] = {
         "precision_at_1": found.precision_at_1,
         "map_at_r": found.map_at_r,
