@@ -244,3 +244,6 @@ def test_report_shows_each_methods_configuration_and_the_retrieval(three_seeds):
     assert "<h2>Retrieval (against the training images)</h2>" in page
     cells = f"<td>ce</td><td>test ({found['n_queries']})</td><td>{100 * found['precision_at_1']:.1f}</td>"
     assert cells in page
+    pixels = _read(three_seeds[0], "baselines.json")["retrieval"]
+    row = f"<td>raw pixels</td><td>test ({pixels['n_queries']})</td><td>{100 * pixels['precision_at_1']:.1f}</td>"
+    assert row in page

@@ -13,7 +13,7 @@ from contrastkit.errors import ContrastkitError, ContrastkitWarning
 from contrastkit.train.config import EmbedConfig, IndexConfig, PretrainConfig, SearchConfig
 from contrastkit.train.evaluate import embed
 from contrastkit.train.pretrain import pretrain
-from contrastkit.train.search import build_index, search
+from contrastkit.train.search import Neighbour, build_index, found_neighbours, search
 
 faiss = pytest.importorskip("faiss")
 Image = pytest.importorskip("PIL.Image")
@@ -170,3 +170,18 @@ def test_cli_index_says_how_many_validation_images_it_left_out(indexed_val, tmp_
         f"wrote {out}: 1295 training images × {train.shape[1]} features, exact (flat inner "
         "product); 142 validation images left out\n"
     )
+
+
+def test_rows_faiss_pads_with_minus_one_are_dropped_not_read_as_the_last_image():
+    """faiss pads with row -1 when it finds fewer than k; ids[-1] would be a wrong neighbour."""
+    vecs = np.eye(3, 4, dtype=np.float32)  # 3 unit vectors, dimension 4
+    index = faiss.IndexFlatIP(4)
+    index.add(vecs)
+    query = np.array([[0.8, 0.6, 0.0, 0.0]], dtype=np.float32)
+    sims, hits = index.search(query, 5)  # k = 5 > 3 rows: faiss pads two entries with -1
+    assert (hits[0, 3:] == -1).all()  # the padding this guards against, from faiss itself
+    labels, ids = np.array([7, 8, 9]), np.array([100, 200, 300])
+    found = found_neighbours(sims, hits, labels, ids)
+    expected = [Neighbour(100, 7, 0.8), Neighbour(200, 8, 0.6), Neighbour(300, 9, 0.0)]
+    assert [(n.id, n.label) for n in found[0]] == [(n.id, n.label) for n in expected]
+    assert [n.similarity for n in found[0]] == pytest.approx([0.8, 0.6, 0.0], abs=1e-6)

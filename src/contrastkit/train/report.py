@@ -145,8 +145,14 @@ def _md_table_html(table: str) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
-def _retrieval_html(runs: list[Path], rows: list[dict[str, Any]]) -> list[str]:
-    """A table of each method's ``retrieval.json`` (P@1, Recall@k, MAP@R), if any has one."""
+def _retrieval_html(
+    runs: list[Path], rows: list[dict[str, Any]], baselines: dict[str, Any] | None
+) -> list[str]:
+    """A table of each method's ``retrieval.json`` (P@1, Recall@k, MAP@R), if any has one.
+
+    The raw-pixel retrieval of ``baselines.json`` follows as the last row where it was
+    computed (it has P@1 and MAP@R, no Recall@k).
+    """
     found = [
         (row["method"], files.read_json(run / RETRIEVAL))
         for run, row in zip(runs, rows, strict=True)
@@ -162,6 +168,14 @@ def _retrieval_html(runs: list[Path], rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {method} | {r['split']} ({r['n_queries']}) | {_pct(r['precision_at_1'])} | "
             f"{recall} | {_pct(r['map_at_r'])} |"
+        )
+    pixels = (baselines or {}).get("retrieval")
+    if pixels:
+        lines.append(
+            f"| raw pixels | {found[0][1]['split']} ({pixels['n_queries']}) | "
+            f"{_pct(pixels['precision_at_1'])} |"
+            + " – |" * len(ks)
+            + f" {_pct(pixels['map_at_r'])} |"
         )
     return ["<h2>Retrieval (against the training images)</h2>", _md_table_html("\n".join(lines))]
 
@@ -209,7 +223,7 @@ def build_report(run_dir: str | Path) -> Path:
         "classifier on frozen features extracted once without augmentation. Raw-pixel "
         "baselines use the same split. P@1 and MAP@R: the test images retrieving the "
         "training images by cosine similarity (precision@1, MAP@R of Musgrave et al. 2020).</p>",
-        *_retrieval_html(runs, rows),
+        *_retrieval_html(runs, rows, baselines),
         _img(overview, root),
     ]
     for method, pngs in figures:

@@ -213,15 +213,40 @@ def search(config: SearchConfig, images: Sequence[str]) -> list[list[Neighbour]]
     queries = read_images(images, run.shape.channels, run.shape.size)
     k = neighbours(config.k, index.ntotal, "search")
     sims, hits = index.search(unit_features(run, queries), k)  # (N, k) each: rows of the index
-    found = [
-        [Neighbour(int(ids[i]), int(labels[i]), float(s)) for s, i in zip(srow, irow, strict=True)]
-        for srow, irow in zip(sims, hits, strict=True)
-    ]
+    found = found_neighbours(sims, hits, labels, ids)
+    short = [j for j, row in enumerate(found) if len(row) < k]
+    if short:
+        warnings.warn(
+            f"the index found fewer than k={k} neighbours for {len(short)} of {len(found)} "
+            f"image(s) (first: {images[short[0]]}); an approximate index can: build an exact "
+            "one (without --approximate) for all k",
+            ContrastkitWarning,
+            stacklevel=2,
+        )
     train = _split(run, None, "train")
     shown = sorted({n.id for row in found for n in row})
     bank = dict(zip(shown, take(train, shown), strict=True))  # only the neighbours' images
     _plot_grid(queries, found, bank, info.get("classes") or [], Path(config.out))
     return found
+
+
+def found_neighbours(
+    sims: np.ndarray, hits: np.ndarray, labels: np.ndarray, ids: np.ndarray
+) -> list[list[Neighbour]]:
+    """Per query, its neighbours from faiss' ``(N, k)`` similarities and row numbers.
+
+    faiss pads a row with row number -1 (similarity -inf or a float's lowest value) when it
+    found fewer than k vectors, which an approximate index can; those entries are dropped, as
+    ``ids[-1]`` would otherwise name the last indexed image.
+    """
+    return [
+        [
+            Neighbour(int(ids[i]), int(labels[i]), float(s))
+            for s, i in zip(srow, irow, strict=True)
+            if i >= 0
+        ]
+        for srow, irow in zip(sims, hits, strict=True)
+    ]
 
 
 def _plot_grid(
