@@ -693,7 +693,7 @@ def _write_retrieval(
     queries: tuple[Tensor, Tensor],
     t0: float,
     extra: dict[str, Any] | None = None,
-    name: str = "retrieval.json",
+    name: str = result_name("retrieval", "test"),
 ) -> dict[str, Any]:
     """Retrieval metrics of queries (N, F) against the reference (M, F); write ``name``."""
     m = retrieval_metrics(

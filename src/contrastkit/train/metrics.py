@@ -81,10 +81,11 @@ def knn_curve(path: Path) -> list[tuple[int, float]]:
     """
     epochs = [r for r in read_metrics(path) if r["kind"] == "epoch"]
     curve = [(r["epoch"], r["knn_acc"]) for r in epochs if r.get("knn_acc") is not None]
-    knn = read_json(path / "knn.json")
+    from contrastkit.train.rundir import read_config, result_name  # rundir imports this module
+
+    knn = read_json(path / result_name("knn", "test"))
     if not epochs or epochs[-1].get("knn_acc") is not None or knn is None:
         return curve
-    from contrastkit.train.rundir import read_config
 
     cfg = read_config(path)
     if cfg.get("val_fraction"):  # the monitor scored validation: knn.json is of the test split

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from contrastkit.train import files, metrics
+from contrastkit.train import files, metrics, rundir
 
 if TYPE_CHECKING:
     from contrastkit.train.space import Param
@@ -172,7 +172,7 @@ def method_plots(run: Path, title: str) -> list[Path]:
         s = np.load(run / "similarity.npz")
         plot_similarity(s["similarity"], s["positives"], out / "similarity.png", title)
         made.append(out / "similarity.png")
-    probe = files.read_json(run / "probe.json")
+    probe = files.read_json(run / rundir.result_name("probe", "test"))
     if (run / "embeddings_test.npz").is_file():
         e = np.load(run / "embeddings_test.npz")
         classes = probe.get("classes") if probe else None

@@ -148,7 +148,7 @@ def _train_methods(
     source = data if data is not None else recipe.data
     for i, method in enumerate(cfg.methods, 1):
         out = root / method
-        if (out / "probe.json").is_file() and (out / "knn.json").is_file():
+        if all((out / rundir.result_name(k, "test")).is_file() for k in ("probe", "knn")):
             continue
         resuming = (out / rundir.CHECKPOINT).is_file()
         if not recipe.quiet:
