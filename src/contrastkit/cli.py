@@ -255,8 +255,13 @@ def _cmd_sweep(ns: argparse.Namespace, given: dict[str, Any]) -> None:
 
     r = sweep(from_dict(SweepConfig, given))
     print(r.table)
-    best = "–" if r.best_value is None else f"{100 * r.best_value:.2f} % with {r.best_params}"
-    print(f"{r.finished} finished trials; best validation accuracy {best}")
+    if r.best_value is None:
+        print(f"{r.finished} finished trials; none complete yet")
+    else:
+        print(
+            f"{r.finished} finished trials; best validation accuracy {100 * r.best_value:.2f} % "
+            f"(trial {r.best_trial}): {r.best_flags}"
+        )
     print(f"study: {r.storage}; summary: {r.dir}/summary.md, plot: {r.dir}/sweep.png")
 
 

@@ -18,7 +18,7 @@ from contrastkit.cli import main
 from contrastkit.errors import ContrastkitError
 from contrastkit.train.config import PretrainConfig, SweepConfig
 from contrastkit.train.space import parse_space
-from contrastkit.train.sweep import sweep
+from contrastkit.train.sweep import option_flags, sweep
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 SPACE = "temperature: {low: 0.05, high: 0.5, log: true}\nlr: [0.05, 0.1, 0.2]\n"
@@ -135,6 +135,14 @@ def test_trial_count_is_the_total_and_the_sampler_is_seeded(tmp_path) -> None:
         (t.params, t.value, t.datetime_complete) for t in ta
     ]
     assert (a.dir / "summary.md").read_text().count("| complete |") == 3
+    best = max((t for t in tc if t.value is not None), key=lambda t: t.value)
+    assert (c.best_trial, c.best_params, c.best_value) == (best.number, best.params, best.value)
+    flags = " ".join(f"--{k.replace('_', '-')} {v:.4g}" for k, v in best.params.items())
+    assert c.best_flags == flags
+    assert (
+        f"Best: trial {best.number}, knn accuracy on validation"
+        in (c.dir / "summary.md").read_text()
+    )
     assert (a.dir / "summary.csv").read_text().count("\n") == 4 and (a.dir / "sweep.png").is_file()
     assert sorted(p.name for p in a.dir.glob("trial-*")) == [
         "trial-0000",
@@ -226,3 +234,11 @@ def test_two_processes_share_one_sqlite_study(tmp_path) -> None:
     assert not any(t.system_attrs.get("failed_trial") is not None for t in trials)  # none stale
     assert len({t.user_attrs["run_dir"] for t in done}) == 3
     assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "FAIL")
+
+
+def test_option_flags_are_typed_as_on_the_command_line() -> None:
+    params = {"lr": 0.12139543755, "augment": "shift-flip", "symmetric": False, "norm": "split"}
+    params |= {"sync_bn": True, "queue_size": 8192}
+    assert option_flags(params) == (
+        "--lr 0.1214 --augment shift-flip --no-symmetric --norm split --sync-bn --queue-size 8192"
+    )

@@ -53,6 +53,7 @@ class SweepResult:
         best_params: The best complete trial's parameters (None if none completed).
         best_value: Its validation accuracy.
         table: The Markdown summary table.
+        best_trial: The best complete trial's number (None if none completed).
     """
 
     dir: Path
@@ -61,6 +62,29 @@ class SweepResult:
     best_params: dict[str, Any] | None
     best_value: float | None
     table: str
+    best_trial: int | None = None
+
+    @property
+    def best_flags(self) -> str | None:
+        """The best trial's parameters as command-line options (see :func:`option_flags`)."""
+        return None if self.best_params is None else option_flags(self.best_params)
+
+
+def option_flags(params: dict[str, Any]) -> str:
+    """Options as they are typed after ``contrastkit run`` or ``pretrain``.
+
+    ``{"lr": 0.12139, "augment": "shift-flip", "symmetric": False}`` gives
+    ``--lr 0.1214 --augment shift-flip --no-symmetric``: floats to 4 significant digits (the
+    trial's ``config.yaml`` holds the exact values), booleans as the flag or its ``--no-``.
+    """
+    out = []
+    for name, value in params.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out.append(f"{flag} {_cell(value)}")
+    return " ".join(out)
 
 
 class _Surplus(Exception):
@@ -333,7 +357,13 @@ def _summarise(study: optuna.Study, params: list[Param], out: Path, storage: str
     complete = [r for r in rows if r["val_acc"] is not None]
     best = max(complete, key=lambda r: r["val_acc"]) if complete else None
     best_params = {p.name: best[p.name] for p in params} if best else None
-    write_atomic(out / SUMMARY, table + "\n")
+    footer = (
+        f"\nBest: trial {best['trial']}, {objective} accuracy on validation "
+        f"{_cell(best['val_acc'], True)} %: `{option_flags(best_params or {})}`\n"
+        if best
+        else ""
+    )
+    write_atomic(out / SUMMARY, table + "\n" + footer)
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -342,4 +372,5 @@ def _summarise(study: optuna.Study, params: list[Param], out: Path, storage: str
     write_atomic(out / SUMMARY_CSV, buf.getvalue())
     plot_sweep(rows, params, out / PLOT)
     value = best["val_acc"] if best else None
-    return SweepResult(out, storage, len(rows), best_params, value, table)
+    number = best["trial"] if best else None
+    return SweepResult(out, storage, len(rows), best_params, value, table, number)
