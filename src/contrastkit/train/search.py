@@ -218,8 +218,8 @@ def search(config: SearchConfig, images: Sequence[str]) -> list[list[Neighbour]]
     if short:
         warnings.warn(
             f"the index found fewer than k={k} neighbours for {len(short)} of {len(found)} "
-            f"image(s) (first: {images[short[0]]}); an approximate index can: build an exact "
-            "one (without --approximate) for all k",
+            f"image(s) (first: {images[short[0]]}), as an approximate index may; one built "
+            "without --approximate finds all k",
             ContrastkitWarning,
             stacklevel=2,
         )
