@@ -33,6 +33,7 @@ def _field_type(hint: Any) -> Any:
 def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per option of config class ``cls`` (a positional for ``run_dir``), with its help."""
     from contrastkit.train.config import options
+    from contrastkit.train.rules import flag
 
     for o in options(cls):
         default = o.field.default
@@ -43,7 +44,7 @@ def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if o.name in POSITIONAL:
             parser.add_argument(o.name, help=help_text)
             continue
-        flags = ["--" + o.name.replace("_", "-")]
+        flags = [flag(o.name)]
         flags += [o.field.metadata["short"]] if "short" in o.field.metadata else []
         t = _field_type(o.hint)
         if t is bool:

@@ -39,9 +39,14 @@ def is_import_path(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", name) is not None
 
 
+def flag(name: str) -> str:
+    """Option ``name``'s command-line flag: ``queue_size`` → ``--queue-size``."""
+    return "--" + name.replace("_", "-")
+
+
 def spelling(name: str) -> str:
     """How users spell option ``name``: the CLI flag and the keyword / YAML key."""
-    return f"--{name.replace('_', '-')} ({name})"
+    return f"{flag(name)} ({name})"
 
 
 @dataclass(frozen=True)

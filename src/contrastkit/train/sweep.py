@@ -33,6 +33,7 @@ import numpy as np
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import files, recipes
 from contrastkit.train.config import KnnConfig, ProbeConfig, SweepConfig, to_dict
+from contrastkit.train.rules import flag
 from contrastkit.train.space import Param, load_space
 
 if TYPE_CHECKING:
@@ -79,11 +80,10 @@ def option_flags(params: dict[str, Any]) -> str:
     """
     out = []
     for name, value in params.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + flag[2:])
+        if isinstance(value, bool):  # argparse's BooleanOptionalAction: --x / --no-x
+            out.append(flag(name) if value else flag(f"no_{name}"))
         else:
-            out.append(f"{flag} {_cell(value)}")
+            out.append(f"{flag(name)} {_cell(value)}")
     return " ".join(out)
 
 
