@@ -239,7 +239,9 @@ def _cmd_summarize(ns: argparse.Namespace, opts: dict[str, Any]) -> None:
     from contrastkit.train.summary import seed_summary
 
     pool = comma_list(*(opts.get("pool") or []))
-    table = seed_summary(opts["run_dirs"], pool=pool)["table"]
+    table = seed_summary(opts["run_dirs"], pool=pool, split=opts["split"], data=opts.get("data"))[
+        "table"
+    ]
     print(table)
     if opts.get("out"):
         try:
@@ -369,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY[,KEY]",
         help="config keys that may also differ within a row, e.g. precision (repeatable); "
         "the table notes each seed's value",
+    )
+    p.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="whose accuracies: the test split (default) or the validation split",
+    )
+    p.add_argument(
+        "--data",
+        metavar="NAME",
+        help="the accuracies of the transfer to this data set instead (the files "
+        "`linear-probe|knn|retrieval RUN --data NAME` wrote)",
     )
     p.set_defaults(func=_cmd_summarize)
     return parser

@@ -139,6 +139,92 @@ def test_summarize_command(three_seeds, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def val_seeds(tmp_path_factory):
+    """Two real `run`s of ce with a validation split, each also evaluated as a transfer."""
+    from contrastkit.train.config import KnnConfig, RetrievalConfig
+    from contrastkit.train.evaluate import knn, linear_probe, retrieval
+
+    root = tmp_path_factory.mktemp("val")
+    dirs = []
+    for seed in (0, 1):
+        out = root / f"s{seed}"
+        run(run_config(method="ce", out=str(out), seed=seed, val_fraction=0.25))
+        ce = str(out / "ce")
+        # the transfer's data set is the digits by name: files of their own, probe-digits.json…
+        knn(KnnConfig(run_dir=ce, data="digits", k=5, device="cpu"))
+        linear_probe(ProbeConfig(run_dir=ce, data="digits", epochs=2, device="cpu"))
+        retrieval(RetrievalConfig(run_dir=ce, data="digits", device="cpu"))
+        dirs.append(out)
+    return dirs
+
+
+@pytest.mark.parametrize(
+    ("split", "data", "files", "head"),
+    [
+        ("val", None, ("probe_val", "knn_val", "retrieval_val"), True),
+        ("test", "digits", ("probe-digits", "knn-digits", "retrieval-digits"), False),
+    ],
+)
+def test_summary_of_the_validation_split_or_a_transfer_reads_their_files(
+    val_seeds, split, data, files, head
+):
+    s = seed_summary(val_seeds, split=split, data=data)
+    (row,) = s["rows"]
+    probe, knn_, found = ([_read(d / "ce", f"{f}.json") for d in val_seeds] for f in files)
+    key = f"{split}_acc"
+    for got, records, name in (
+        (row["probe_acc"], probe, key),
+        (row["knn_acc"], knn_, key),
+        (row["precision_at_1"], found, "precision_at_1"),
+        (row["map_at_r"], found, "map_at_r"),
+    ):
+        values = [r[name] for r in records]
+        assert got == pytest.approx((statistics.mean(values), statistics.stdev(values)))
+    test = [_read(d / "ce", "probe.json")["test_acc"] for d in val_seeds]
+    assert row["probe_acc"][0] != pytest.approx(statistics.mean(test))  # not the test split's
+    if head:
+        assert row["head_acc"][0] == pytest.approx(statistics.mean(r[f"head_{key}"] for r in probe))
+    else:  # a transfer has no own head, and its evaluations are the ones timed
+        assert row["head_acc"] is None
+        seconds = [
+            sum(r["seconds"] for r in (p, k, f)) for p, k, f in zip(probe, knn_, found, strict=True)
+        ]
+        assert row["eval_seconds"][0] == pytest.approx(statistics.mean(seconds))
+    scored = f" ({data}, {split})" if data else f" ({split})"
+    header = s["table"].splitlines()[0]
+    assert f"| linear-probe acc %{scored} |" in header and header.endswith(f"MAP@R %{scored} |")
+    assert s["baselines"] == [] and "raw pixels" not in s["table"]  # scored on test, own data
+
+
+def test_summary_refuses_a_split_or_transfer_no_run_has(val_seeds, three_seeds, capsys):
+    with pytest.raises(ContrastkitError, match="split must be 'test' or 'val', got 'train'"):
+        seed_summary(val_seeds, split="train")
+    with pytest.raises(ContrastkitError, match=r"no run has probe-mnist.json or knn-mnist.json"):
+        seed_summary(val_seeds, data="mnist")
+    with pytest.raises(ContrastkitError, match=r"no run has probe_val.json or knn_val.json"):
+        seed_summary(three_seeds, split="val")  # run without a validation split
+    with pytest.raises(ContrastkitError, match="data must name a data set"):
+        seed_summary(val_seeds, data=" ")
+    assert main(["summarize", *map(str, val_seeds), "--split", "val"]) == 0
+    assert "| ce | small_cnn | 1 | 0, 1 |" in capsys.readouterr().out
+    assert main(["summarize", *map(str, val_seeds), "--data", "mnist"]) == 2
+    assert "linear-probe RUN --data mnist" in capsys.readouterr().err
+
+
+def test_the_knn_monitor_stands_in_only_for_the_split_it_scored(tmp_path):
+    from contrastkit.train.pretrain import pretrain
+
+    out = tmp_path / "monitored"
+    tiny = {k: v for k, v in TINY.items() if k != "probe_epochs"}
+    pretrain(PretrainConfig(method="ce", out=str(out), val_fraction=0.25, **tiny))
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["kind"] == "epoch" and last["knn_split"] == "val"
+    assert method_row(out, "val")["knn_acc"] == last["knn_acc"]
+    assert method_row(out)["knn_acc"] is None  # never scored on test
+    assert method_row(out, data="digits")["knn_acc"] is None
+
+
 def test_report_of_a_run_that_was_never_evaluated(tmp_path):
     from contrastkit.train.pretrain import pretrain
     from contrastkit.train.report import build_report

@@ -202,9 +202,7 @@ class Transfer:
 
     def file(self, name: str) -> str:
         """The JSON of this transfer: ``probe.json`` → ``probe-fashion-mnist.json``."""
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.data)
-        stem, suffix = name.rsplit(".", 1)
-        return f"{stem}-{slug}.{suffix}"
+        return rundir.transfer_name(name, self.data)
 
 
 def _other_split(run: LoadedRun, name: str, root: str | None, split: str) -> tuple[Split, Transfer]:

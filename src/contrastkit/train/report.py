@@ -17,37 +17,51 @@ RESULTS = "results.json"
 RETRIEVAL = rundir.result_name("retrieval", "test")
 
 
-def method_row(run: Path) -> dict[str, Any]:
+def method_row(run: Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
     """One table row from a pretraining run directory: method, epochs, seconds, kNN, probe, retrieval.
 
-    ``seconds`` is the pretraining wall time (with the kNN monitor); ``eval_seconds`` that of
-    the final kNN and linear probe, and of the retrieval where ``retrieval.json`` exists, with
-    those of the validation split where its files exist (None until kNN and probe ran, or for
-    runs written before they were timed). Without
-    ``knn.json`` the kNN cell is the monitor's after the last epoch, if any.
+    The accuracies are those of split ``split`` (``test`` or ``val``: ``knn.json`` or
+    ``knn_val.json``…), or with ``data`` those of the transfer to that data set
+    (``knn-<data>.json``…). ``seconds`` is the pretraining wall time (with the kNN monitor);
+    ``eval_seconds`` that of the evaluations on the data set shown: on the run's own data the
+    final kNN and linear probe, the retrieval where ``retrieval.json`` exists and those of the
+    validation split where its files exist; on a transfer's data set its kNN, probe and
+    retrieval (None until kNN and probe ran, or for runs written before they were timed).
+    Without the kNN file the kNN cell is the monitor's after the last epoch, if the monitor
+    scored that split (never a transfer's).
     """
+    if split not in ("test", "val"):
+        raise ContrastkitError(f"split must be 'test' or 'val', got {split!r}")
     cfg = rundir.read_config(run)
     epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
-    knn = files.read_json(run / rundir.result_name("knn", "test"))
-    probe = files.read_json(run / rundir.result_name("probe", "test"))
-    found = files.read_json(run / RETRIEVAL)
-    evals = [d.get("seconds") if d else None for d in (knn, probe)]
-    evals += [found.get("seconds")] if found else []
-    # with a validation split, run scores it first with the same bank and probe
-    for kind in ("knn", "probe", "retrieval"):
-        val = files.read_json(run / rundir.result_name(kind, "val"))
-        evals += [val.get("seconds")] if val else []
-    monitor = epochs[-1].get("knn_acc") if epochs else None  # of the final weights only
+    knn, probe, found = (
+        files.read_json(run / rundir.result_name(kind, split, data))
+        for kind in ("knn", "probe", "retrieval")
+    )
+    timed = [(kind, s) for kind in ("knn", "probe", "retrieval") for s in ("test", "val")]
+    if data is not None:
+        timed = [(kind, "test") for kind in ("knn", "probe", "retrieval")]
+    evals: list[float | None] = []
+    for kind, s in timed:
+        done = files.read_json(run / rundir.result_name(kind, s, data))
+        if done is not None or (kind != "retrieval" and s == "test"):
+            evals.append(done.get("seconds") if done else None)  # kNN and probe are required
+    last = epochs[-1] if epochs else {}
+    # the monitor scores the final weights on its own split (test before validation existed)
+    monitor = (
+        last.get("knn_acc") if data is None and last.get("knn_split", "test") == split else None
+    )
+    acc = f"{split}_acc"
     return {
         "method": cfg["method"],
         "model": cfg.get("model"),
-        "epochs": epochs[-1]["epoch"] if epochs else 0,
-        "seconds": epochs[-1]["elapsed"] if epochs else 0.0,
-        "cpu_seconds": epochs[-1].get("cpu_elapsed") if epochs else None,
-        "knn_acc": knn["test_acc"] if knn else monitor,
-        "probe_acc": probe["test_acc"] if probe else None,
+        "epochs": last.get("epoch", 0),
+        "seconds": last.get("elapsed", 0.0),
+        "cpu_seconds": last.get("cpu_elapsed"),
+        "knn_acc": knn[acc] if knn else monitor,
+        "probe_acc": probe[acc] if probe else None,
         "probe_train_acc": probe["train_acc"] if probe else None,
-        "head_acc": probe.get("head_test_acc") if probe else None,
+        "head_acc": probe.get(f"head_{acc}") if probe else None,
         "eval_seconds": None if None in evals else sum(evals),
         "precision_at_1": found.get("precision_at_1") if found else None,
         "map_at_r": found.get("map_at_r") if found else None,

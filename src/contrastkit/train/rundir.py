@@ -53,9 +53,21 @@ __all__ = [
 ]
 
 
-def result_name(kind: str, split: str) -> str:
-    """An evaluation's file: ``knn.json``, ``probe.json``… on test, ``knn_val.json``… on val."""
-    return f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
+def result_name(kind: str, split: str, data: str | None = None) -> str:
+    """An evaluation's file: ``knn.json``, ``probe.json``… on test, ``knn_val.json``… on val.
+
+    With ``data`` (the evaluation of a transfer to that data set) the data set's name is
+    appended: ``probe.json`` → ``probe-fashion-mnist.json`` (:func:`transfer_name`).
+    """
+    name = f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
+    return name if data is None else transfer_name(name, data)
+
+
+def transfer_name(name: str, data: str) -> str:
+    """A transfer's file: ``name`` with ``-<data>`` before its suffix (unsafe characters → ``_``)."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in data)
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}-{slug}.{suffix}"
 
 
 def write_config(path: Path, config: dict[str, Any], prov: dict[str, Any], *, command: str) -> None:

@@ -43,7 +43,12 @@ class _Collected:
     known: set[str] = field(default_factory=set)
 
 
-def seed_summary(run_dirs_given: list[str | Path], pool: Sequence[str] = ()) -> dict[str, Any]:
+def seed_summary(
+    run_dirs_given: list[str | Path],
+    pool: Sequence[str] = (),
+    split: str = "test",
+    data: str | None = None,
+) -> dict[str, Any]:
     """Mean ± standard deviation of each method over runs that differ only in their seed.
 
     Every argument is a pretraining run directory or a ``contrastkit run`` directory (all its
@@ -58,6 +63,10 @@ def seed_summary(run_dirs_given: list[str | Path], pool: Sequence[str] = ()) -> 
             for seeds run in bfloat16 on one machine and float32 on another). The table says
             which value each seed had, under the rows; wall seconds of a pooled row mix
             whatever the pooled key changes.
+        split: whose accuracies: ``test`` (``probe.json``…) or ``val`` (``probe_val.json``…,
+            of runs with a validation split).
+        data: the accuracies of the transfer to this data set instead (``probe-<data>.json``…,
+            written by ``linear-probe``/``knn``/``retrieval RUN --data DATA``).
 
     Returns:
         ``{"rows": [...], "baselines": [...], "table": str}``: per row the method, model,
@@ -67,21 +76,28 @@ def seed_summary(run_dirs_given: list[str | Path], pool: Sequence[str] = ()) -> 
         them) (None where a run lacks the value) and ``pooled`` (per pooled key that
         varies in the row, each value's seeds); the raw-pixel baselines that differ in
         what the table shows (one percentage digit; where they differ, each pair's label
-        names the run directories it came from); the Markdown table.
+        names the run directories it came from; only for the test split of the run's own data,
+        which is where they were scored); the Markdown table, whose accuracy columns name the
+        split or transfer when it is not the test split.
 
     Raises:
         ContrastkitError: if a directory holds no run, if two groups share method, model and
             epochs (their recipes differ in a key other than the seed: the error names it), if
             a group repeats a seed, or if ``pool`` names a row key (method, model, epochs) or
-            a key that no run's config has.
+            a key that no run's config has, if ``split`` is not test or val, or if no run
+            has the kNN or probe file asked for.
     """
+    if split not in ("test", "val"):
+        raise ContrastkitError(f"split must be 'test' or 'val', got {split!r}")
+    if data is not None and not data.strip():
+        raise ContrastkitError("data must name a data set, got an empty string")
     pool = list(dict.fromkeys(pool))
     bad = sorted(_ROW_KEYS.intersection(pool))
     if bad:
         raise ContrastkitError(
             f"cannot pool over {', '.join(bad)}: method, model and epochs name a row"
         )
-    collected = _collect(run_dirs_given, pool)
+    collected = _collect(run_dirs_given, pool, split, data)
     unknown = [k for k in pool if k not in collected.known]
     if unknown:
         raise ContrastkitError(
@@ -89,14 +105,26 @@ def seed_summary(run_dirs_given: list[str | Path], pool: Sequence[str] = ()) -> 
             f"(keys: {', '.join(sorted(collected.known))})"
         )
     rows = _rows(collected.groups, pool)
+    if all(r["probe_acc"] is None and r["knn_acc"] is None for r in rows):
+        kinds = " or ".join(rundir.result_name(k, split, data) for k in ("probe", "knn"))
+        how = f" (`linear-probe RUN --data {data}` and `knn RUN --data {data}` write them)"
+        how = how if data else ""
+        raise ContrastkitError(f"no run has {kinds}{how}")
     return {
         "rows": rows,
         "baselines": [b for b, _ in collected.baselines.values()],
-        "table": _table(rows, collected.baselines, pool),
+        "table": _table(rows, collected.baselines, pool, _scored(split, data)),
     }
 
 
-def _collect(given: list[str | Path], pool: list[str]) -> _Collected:
+def _scored(split: str, data: str | None) -> str:
+    """What the accuracy columns name: nothing for the test split of the run's own data."""
+    if data is not None:
+        return f" ({data}, {split})"
+    return "" if split == "test" else f" ({split})"
+
+
+def _collect(given: list[str | Path], pool: list[str], split: str, data: str | None) -> _Collected:
     """Read every run under ``given`` once, grouped by what must be equal within a row."""
     out = _Collected()
     free = SEED_FREE_KEYS.union(pool)
@@ -110,7 +138,7 @@ def _collect(given: list[str | Path], pool: list[str]) -> _Collected:
             raise ContrastkitError(f"{root} holds no pretraining run")
         base = files.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
-        if base is not None:
+        if base is not None and split == "test" and data is None:
             shown = tuple(baseline_rows(base, extra=2))
             _, sources = out.baselines.setdefault(shown, (base, []))
             sources += [str(d)] if str(d) not in sources else []
@@ -118,17 +146,19 @@ def _collect(given: list[str | Path], pool: list[str]) -> _Collected:
             if run.resolve() in done:
                 continue  # a directory given twice (or inside another one given) counts once
             done.add(run.resolve())
-            recipe, measured = _member(run, free, pool)
+            recipe, measured = _member(run, free, pool, split, data)
             out.known.update(rundir.read_config(run))
             key = json.dumps(recipe, sort_keys=True, default=str)
             out.groups.setdefault(key, []).append((recipe, measured))
     return out
 
 
-def _member(run: Path, free: frozenset[str], pool: list[str]) -> Member:
+def _member(
+    run: Path, free: frozenset[str], pool: list[str], split: str, data: str | None
+) -> Member:
     """A run's recipe (its config but the free keys, the epochs done, probe and kNN settings)."""
     cfg = rundir.read_config(run)
-    measured = method_row(run)
+    measured = method_row(run, split, data)
     measured["pooled"] = {k: cfg.get(k) for k in pool}
     recipe = {k: v for k, v in cfg.items() if k not in free}
     recipe["epochs_done"] = measured["epochs"]
@@ -179,15 +209,18 @@ def _table(
     rows: list[dict[str, Any]],
     baselines: dict[tuple[str, ...], tuple[dict[str, Any], list[str]]],
     pool: list[str],
+    scored: str = "",
 ) -> str:
     """The Markdown table of the rows, the baselines, and a note on the pooled keys.
 
-    The retrieval columns (P@1, MAP@R) appear when a row has them.
+    The retrieval columns (P@1, MAP@R) appear when a row has them; ``scored`` follows the
+    accuracy columns' names (the split or transfer shown, when it is not the test split).
     """
     found = any(r["precision_at_1"] is not None for r in rows)
     lines = [
-        "| method | model | epochs | seeds | seconds | eval s | kNN acc % | linear-probe acc % | own head acc % |"
-        + (" P@1 % | MAP@R % |" if found else ""),
+        f"| method | model | epochs | seeds | seconds | eval s | kNN acc %{scored} "
+        f"| linear-probe acc %{scored} | own head acc %{scored} |"
+        + (f" P@1 %{scored} | MAP@R %{scored} |" if found else ""),
         "|---|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if found else ""),
     ]
     for r in rows:
