@@ -374,7 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--split",
-        choices=("test", "val"),
         default="test",
         help="whose accuracies: the test split (default) or the validation split",
     )

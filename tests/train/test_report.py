@@ -198,18 +198,43 @@ def test_summary_of_the_validation_split_or_a_transfer_reads_their_files(
 
 
 def test_summary_refuses_a_split_or_transfer_no_run_has(val_seeds, three_seeds, capsys):
-    with pytest.raises(ContrastkitError, match="split must be 'test' or 'val', got 'train'"):
+    with pytest.raises(ContrastkitError, match="unknown evaluation split 'train' for --split"):
         seed_summary(val_seeds, split="train")
-    with pytest.raises(ContrastkitError, match=r"no run has probe-mnist.json or knn-mnist.json"):
-        seed_summary(val_seeds, data="mnist")
-    with pytest.raises(ContrastkitError, match=r"no run has probe_val.json or knn_val.json"):
-        seed_summary(three_seeds, split="val")  # run without a validation split
-    with pytest.raises(ContrastkitError, match="data must name a data set"):
+    with pytest.raises(ContrastkitError, match="for --data"):
         seed_summary(val_seeds, data=" ")
+    with pytest.raises(ContrastkitError, match="--split val is the run's own validation split"):
+        seed_summary(val_seeds, split="val", data="digits")  # a transfer is scored on test
+    with pytest.raises(
+        ContrastkitError,
+        match=r"^--data cifar10: none of the 2 runs has probe-cifar10.json or knn-cifar10.json \(",
+    ):
+        seed_summary(val_seeds, data="cifar10")
+    with pytest.raises(
+        ContrastkitError,
+        match=r"^--split val: none of the 6 runs has probe_val.json or knn_val.json \(.*--val-fr",
+    ):
+        seed_summary(three_seeds, split="val")  # runs without a validation split
     assert main(["summarize", *map(str, val_seeds), "--split", "val"]) == 0
     assert "| ce | small_cnn | 1 | 0, 1 |" in capsys.readouterr().out
-    assert main(["summarize", *map(str, val_seeds), "--data", "mnist"]) == 2
-    assert "linear-probe RUN --data mnist" in capsys.readouterr().err
+    assert main(["summarize", *map(str, val_seeds), "--data", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert "linear-probe RUN --data cifar10" in err and err.count("\n") == 1
+    assert main(["summarize", *map(str, val_seeds), "--split", "train"]) == 2
+    assert "unknown evaluation split 'train'" in capsys.readouterr().err
+
+
+def test_a_seed_without_the_files_leaves_its_method_blank(val_seeds, tmp_path):
+    lacking = _copy(val_seeds[1], tmp_path)
+    for f in (lacking / "ce").glob("*-digits.json"):
+        f.unlink()
+    (lacking / "ce" / "probe_val.json").unlink()
+    for split, data in (("test", "digits"), ("val", None)):
+        (row,) = seed_summary([val_seeds[0], lacking], split=split, data=data)["rows"]
+        assert row["probe_acc"] is None and row["seeds"] == [0, 1]
+        assert (row["knn_acc"] is None) == (data is not None)  # knn_val.json is still there
+    # the validation files count among the run's own evaluations, whatever split is shown
+    (row,) = seed_summary(val_seeds, split="val")["rows"]
+    assert row["eval_seconds"] == seed_summary(val_seeds)["rows"][0]["eval_seconds"]
 
 
 def test_the_knn_monitor_stands_in_only_for_the_split_it_scored(tmp_path):
@@ -218,11 +243,19 @@ def test_the_knn_monitor_stands_in_only_for_the_split_it_scored(tmp_path):
     out = tmp_path / "monitored"
     tiny = {k: v for k, v in TINY.items() if k != "probe_epochs"}
     pretrain(PretrainConfig(method="ce", out=str(out), val_fraction=0.25, **tiny))
-    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
     assert last["kind"] == "epoch" and last["knn_split"] == "val"
     assert method_row(out, "val")["knn_acc"] == last["knn_acc"]
     assert method_row(out)["knn_acc"] is None  # never scored on test
     assert method_row(out, data="digits")["knn_acc"] is None
+    # a run written before "knn_split" existed: its monitor scored the test split
+    del last["knn_split"]
+    (out / "metrics.jsonl").write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    assert method_row(out)["knn_acc"] == last["knn_acc"]
+    assert method_row(out, "val")["knn_acc"] is None
+    with pytest.raises(ContrastkitError, match="unknown data set '' for --data"):
+        method_row(out, data="")
 
 
 def test_report_of_a_run_that_was_never_evaluated(tmp_path):

@@ -369,3 +369,23 @@ def test_a_forked_child_does_not_hold_its_parents_lock(tmp_path):
     finally:
         child.kill()
         child.join()
+
+
+@pytest.mark.parametrize(
+    ("kind", "split", "data", "name"),
+    [
+        ("probe", "test", None, "probe.json"),
+        ("knn", "val", None, "knn_val.json"),
+        ("retrieval", "test", "fashion-mnist", "retrieval-fashion-mnist.json"),
+        ("probe", "test", "folder:/data/my pets", "probe-folder__data_my_pets.json"),
+    ],
+)
+def test_evaluation_file_names(kind, split, data, name):
+    assert rundir.result_name(kind, split, data) == name
+
+
+def test_a_transfer_file_needs_a_data_set_name():
+    with pytest.raises(
+        ContrastkitError, match="must name a data set for a transfer's file, got ' '"
+    ):
+        rundir.transfer_name("probe.json", " ")

@@ -35,6 +35,7 @@ from contrastkit.train.knn import knn_accuracy
 from contrastkit.train.networks import DataShape, build_networks
 from contrastkit.train.probe import LinearProbe, fit_linear_probe, score_probe
 from contrastkit.train.retrieval import retrieval_metrics
+from contrastkit.train.rules import check_transfer_split
 from contrastkit.train.rundir import result_name
 
 DataArg = str | Dataset[tuple[Tensor, int]] | None
@@ -235,11 +236,7 @@ def _eval_splits(
     """The labelled train and test splits an evaluation uses: the run's, given, or ``cfg.data``'s."""
     if cfg.data is None:
         return (*eval_splits(run, cfg.split, train_data, test_data), None)
-    if cfg.split != "test":
-        raise ContrastkitError(
-            f"--split {cfg.split} is the run's own validation split; another data set "
-            f"(--data {cfg.data}) is scored on its test split: leave --split out"
-        )
+    check_transfer_split(cfg.split, cfg.data)
     if train_data is not None or test_data is not None:
         raise ContrastkitError(
             f"give the other data set either as data={cfg.data!r} or as train_data=/test_data=, "
@@ -657,11 +654,7 @@ def retrieval(config: RetrievalConfig | str | Path, *, data: DataArg = None) -> 
                 f"give the other data set either as data={cfg.data!r} in the config or as "
                 "data=, not both"
             )
-        if cfg.split == "val":
-            raise ContrastkitError(
-                f"--split val is the run's own validation split; another data set "
-                f"(--data {cfg.data}) is scored on its test split: leave --split out"
-            )
+        check_transfer_split(cfg.split, cfg.data)
         reference, transfer = _other_split(run, cfg.data, cfg.data_root, "train")
         if cfg.split != "train":
             queried = _other_split(run, cfg.data, cfg.data_root, cfg.split)[0]

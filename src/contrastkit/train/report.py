@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastkit.errors import ContrastkitError
-from contrastkit.train import files, metrics, plots, rundir
+from contrastkit.train import files, metrics, plots, rules, rundir
 from contrastkit.train.config import comma_list
 
 BASELINES = "baselines.json"
@@ -30,8 +30,7 @@ def method_row(run: Path, split: str = "test", data: str | None = None) -> dict[
     Without the kNN file the kNN cell is the monitor's after the last epoch, if the monitor
     scored that split (never a transfer's).
     """
-    if split not in ("test", "val"):
-        raise ContrastkitError(f"split must be 'test' or 'val', got {split!r}")
+    check_scored(split, data)
     cfg = rundir.read_config(run)
     epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
     knn, probe, found = (
@@ -68,6 +67,18 @@ def method_row(run: Path, split: str = "test", data: str | None = None) -> dict[
         "seed": cfg.get("seed"),
         "dir": run.name,
     }
+
+
+def check_scored(split: str, data: str | None) -> None:
+    """Refuse a split other than val or test, a bad data set name, and val beside a transfer.
+
+    Raises:
+        ContrastkitError: one line naming the option, what it got and what it expects.
+    """
+    rules.EVAL_SPLIT.check("split", split)
+    if data is not None:
+        rules.DATA.check("data", data)
+    rules.check_transfer_split(split, data)
 
 
 def _pct(x: float | None) -> str:

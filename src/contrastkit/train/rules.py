@@ -189,6 +189,21 @@ SPLIT = Text("split name")
 FRACTION = Bounds(0, high=1)
 EVAL_SPLITS = ("val", "test")
 EVAL_SPLIT = Names("evaluation split", lambda: EVAL_SPLITS)
+
+
+def check_transfer_split(split: str, data: str | None) -> None:
+    """Refuse ``--split val`` beside ``--data``: a transfer is scored on its data set's test split.
+
+    Raises:
+        ContrastkitError: if ``data`` names another data set and ``split`` is ``val``.
+    """
+    if data is not None and split == "val":
+        raise ContrastkitError(
+            f"--split val is the run's own validation split; another data set "
+            f"(--data {data}) is scored on its test split: leave --split out"
+        )
+
+
 METHODS_LIST = Names("method", lambda: METHODS, many=True)
 EXPORT_FORMAT = Names("export format", lambda: EXPORT_FORMATS)
 OPEN_FRACTION = Bounds(0, above=True, high=1)

@@ -64,7 +64,13 @@ def result_name(kind: str, split: str, data: str | None = None) -> str:
 
 
 def transfer_name(name: str, data: str) -> str:
-    """A transfer's file: ``name`` with ``-<data>`` before its suffix (unsafe characters → ``_``)."""
+    """A transfer's file: ``name`` with ``-<data>`` before its suffix (unsafe characters → ``_``).
+
+    Raises:
+        ContrastkitError: if ``data`` is empty.
+    """
+    if not data.strip():
+        raise ContrastkitError(f"data must name a data set for a transfer's file, got {data!r}")
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in data)
     stem, suffix = name.rsplit(".", 1)
     return f"{stem}-{slug}.{suffix}"

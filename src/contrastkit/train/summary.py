@@ -11,7 +11,7 @@ from typing import Any
 
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import files, rundir
-from contrastkit.train.report import BASELINES, baseline_rows, method_row, run_dirs
+from contrastkit.train.report import BASELINES, baseline_rows, check_scored, method_row, run_dirs
 
 SEED_FREE_KEYS = frozenset({"seed", "out", "quiet", "device", "knn_every", "tensorboard"})
 """Config keys that may differ between the runs averaged into one row of :func:`seed_summary`
@@ -84,13 +84,12 @@ def seed_summary(
         ContrastkitError: if a directory holds no run, if two groups share method, model and
             epochs (their recipes differ in a key other than the seed: the error names it), if
             a group repeats a seed, or if ``pool`` names a row key (method, model, epochs) or
-            a key that no run's config has, if ``split`` is not test or val, or if no run
-            has the kNN or probe file asked for.
+            a key that no run's config has, if ``split`` is not test or val, ``data`` is no
+            data set name or is given with ``split="val"`` (a transfer is scored on its test
+            split), or if, for the validation split or a transfer, no run has its kNN or
+            probe file (a run that lacks them has – in its row).
     """
-    if split not in ("test", "val"):
-        raise ContrastkitError(f"split must be 'test' or 'val', got {split!r}")
-    if data is not None and not data.strip():
-        raise ContrastkitError("data must name a data set, got an empty string")
+    check_scored(split, data)
     pool = list(dict.fromkeys(pool))
     bad = sorted(_ROW_KEYS.intersection(pool))
     if bad:
@@ -104,17 +103,29 @@ def seed_summary(
             f"cannot pool over {', '.join(unknown)}: no run's config has that key "
             f"(keys: {', '.join(sorted(collected.known))})"
         )
+    if (split, data) != ("test", None):
+        _check_found(collected.groups, split, data)
     rows = _rows(collected.groups, pool)
-    if all(r["probe_acc"] is None and r["knn_acc"] is None for r in rows):
-        kinds = " or ".join(rundir.result_name(k, split, data) for k in ("probe", "knn"))
-        how = f" (`linear-probe RUN --data {data}` and `knn RUN --data {data}` write them)"
-        how = how if data else ""
-        raise ContrastkitError(f"no run has {kinds}{how}")
     return {
         "rows": rows,
         "baselines": [b for b, _ in collected.baselines.values()],
         "table": _table(rows, collected.baselines, pool, _scored(split, data)),
     }
+
+
+def _check_found(groups: dict[str, list[Member]], split: str, data: str | None) -> None:
+    """Refuse a validation or transfer summary when no run has any of its kNN and probe files."""
+    members = [m for group in groups.values() for _, m in group]
+    if any(m["probe_acc"] is not None or m["knn_acc"] is not None for m in members):
+        return
+    kinds = " or ".join(rundir.result_name(k, split, data) for k in ("probe", "knn"))
+    given = f"--data {data}" if data is not None else f"--split {split}"
+    how = (
+        f"`contrastkit linear-probe RUN --data {data}` and `knn RUN --data {data}` write them"
+        if data is not None
+        else "runs pretrained with --val-fraction F write them"
+    )
+    raise ContrastkitError(f"{given}: none of the {len(members)} runs has {kinds} ({how})")
 
 
 def _scored(split: str, data: str | None) -> str:
