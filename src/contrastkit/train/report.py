@@ -33,18 +33,19 @@ def method_row(run: Path, split: str = "test", data: str | None = None) -> dict[
     check_scored(split, data)
     cfg = rundir.read_config(run)
     epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
-    knn, probe, found = (
-        files.read_json(run / rundir.result_name(kind, split, data))
+    # each evaluation file of the data set shown, read once: a transfer is scored on test only
+    splits = ("test",) if data is not None else ("test", "val")
+    found_files = {
+        (kind, s): files.read_json(run / rundir.result_name(kind, s, data))
         for kind in ("knn", "probe", "retrieval")
-    )
-    timed = [(kind, s) for kind in ("knn", "probe", "retrieval") for s in ("test", "val")]
-    if data is not None:
-        timed = [(kind, "test") for kind in ("knn", "probe", "retrieval")]
-    evals: list[float | None] = []
-    for kind, s in timed:
-        done = files.read_json(run / rundir.result_name(kind, s, data))
-        if done is not None or (kind != "retrieval" and s == "test"):
-            evals.append(done.get("seconds") if done else None)  # kNN and probe are required
+        for s in splits
+    }
+    knn, probe, found = (found_files[kind, split] for kind in ("knn", "probe", "retrieval"))
+    evals = [
+        done.get("seconds") if done else None
+        for (kind, s), done in found_files.items()
+        if done is not None or (kind != "retrieval" and s == "test")  # kNN and probe required
+    ]
     last = epochs[-1] if epochs else {}
     # the monitor scores the final weights on its own split (test before validation existed)
     monitor = (
