@@ -31,6 +31,11 @@ def method_row(run: Path, split: str = "test", data: str | None = None) -> dict[
     scored that split (never a transfer's).
     """
     check_scored(split, data)
+    return scored_row(run, split, data)
+
+
+def scored_row(run: Path, split: str, data: str | None) -> dict[str, Any]:
+    """:func:`method_row` of a ``split`` and ``data`` already checked by :func:`check_scored`."""
     cfg = rundir.read_config(run)
     epochs = [r for r in metrics.read_metrics(run) if r["kind"] == "epoch"]
     # each evaluation file of the data set shown, read once: a transfer is scored on test only

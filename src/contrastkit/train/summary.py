@@ -11,7 +11,7 @@ from typing import Any
 
 from contrastkit.errors import ContrastkitError
 from contrastkit.train import files, rundir
-from contrastkit.train.report import BASELINES, baseline_rows, check_scored, method_row, run_dirs
+from contrastkit.train.report import BASELINES, baseline_rows, check_scored, run_dirs, scored_row
 
 SEED_FREE_KEYS = frozenset({"seed", "out", "quiet", "device", "knn_every", "tensorboard"})
 """Config keys that may differ between the runs averaged into one row of :func:`seed_summary`
@@ -96,20 +96,21 @@ def seed_summary(
         raise ContrastkitError(
             f"cannot pool over {', '.join(bad)}: method, model and epochs name a row"
         )
-    collected = _collect(run_dirs_given, pool, split, data)
+    own_test = (split, data) == ("test", None)  # the raw-pixel baselines were scored there
+    collected = _collect(run_dirs_given, pool, split, data, own_test)
     unknown = [k for k in pool if k not in collected.known]
     if unknown:
         raise ContrastkitError(
             f"cannot pool over {', '.join(unknown)}: no run's config has that key "
             f"(keys: {', '.join(sorted(collected.known))})"
         )
-    if (split, data) != ("test", None):
+    if not own_test:
         _check_found(collected.groups, split, data)
     rows = _rows(collected.groups, pool)
     return {
         "rows": rows,
         "baselines": [b for b, _ in collected.baselines.values()],
-        "table": _table(rows, collected.baselines, pool, _scored(split, data)),
+        "table": _table(rows, collected.baselines, pool, "" if own_test else _scored(split, data)),
     }
 
 
@@ -129,13 +130,13 @@ def _check_found(groups: dict[str, list[Member]], split: str, data: str | None) 
 
 
 def _scored(split: str, data: str | None) -> str:
-    """What the accuracy columns name: nothing for the test split of the run's own data."""
-    if data is not None:
-        return f" ({data}, {split})"
-    return "" if split == "test" else f" ({split})"
+    """What the accuracy columns name when they are not the test split of the run's own data."""
+    return f" ({data}, {split})" if data is not None else f" ({split})"
 
 
-def _collect(given: list[str | Path], pool: list[str], split: str, data: str | None) -> _Collected:
+def _collect(
+    given: list[str | Path], pool: list[str], split: str, data: str | None, own_test: bool
+) -> _Collected:
     """Read every run under ``given`` once, grouped by what must be equal within a row."""
     out = _Collected()
     free = SEED_FREE_KEYS.union(pool)
@@ -149,7 +150,7 @@ def _collect(given: list[str | Path], pool: list[str], split: str, data: str | N
             raise ContrastkitError(f"{root} holds no pretraining run")
         base = files.read_json(root / BASELINES)
         # one row pair per distinct shown result: lbfgs differs in far digits across threads
-        if base is not None and split == "test" and data is None:
+        if base is not None and own_test:
             shown = tuple(baseline_rows(base, extra=2))
             _, sources = out.baselines.setdefault(shown, (base, []))
             sources += [str(d)] if str(d) not in sources else []
@@ -169,7 +170,7 @@ def _member(
 ) -> Member:
     """A run's recipe (its config but the free keys, the epochs done, probe and kNN settings)."""
     cfg = rundir.read_config(run)
-    measured = method_row(run, split, data)
+    measured = scored_row(run, split, data)
     measured["pooled"] = {k: cfg.get(k) for k in pool}
     recipe = {k: v for k, v in cfg.items() if k not in free}
     recipe["epochs_done"] = measured["epochs"]
