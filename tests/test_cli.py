@@ -167,6 +167,24 @@ def test_unknown_config_key_and_existing_run(tmp_path, capsys):
     assert (out / "probe.json").read_text() == "{}"
 
 
+def test_a_config_file_of_another_command_names_the_keys_and_their_commands(tmp_path, capsys):
+    # the repository's run file, given to pretrain: its evaluation key belongs to run and sweep
+    run_file = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist.yaml"
+    out = tmp_path / "out"
+    assert main(["pretrain", "--config", str(run_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --config {run_file}: "), err
+    assert "'probe_epochs' (of `contrastkit run`, `contrastkit sweep`)" in err
+    assert "not for `contrastkit pretrain`" in err and not out.exists()
+    # a knn file with a probe's key: named with linear-probe; a key no command has is not
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("k: 5\nweight_decay: 0.01\nepoch: 3\n")
+    assert main(["knn", str(tmp_path), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "'weight_decay' (of `contrastkit pretrain`, `contrastkit linear-probe`" in err
+    assert "'epoch'" not in err and "not for `contrastkit knn`" in err
+
+
 def test_corrupt_checkpoint(tmp_path, capsys):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"\x00" * 10)
@@ -227,4 +245,5 @@ def test_run_takes_every_pretrain_flag_and_help_shows_the_defaults(capsys):
     assert "--out OUT directory of the whole run, one sub-directory per method" in text
     assert "--probe-epochs PROBE_EPOCHS probe training epochs (default: 100)" in text
     text = _help("pretrain", capsys)
+    assert "pretrain an encoder (simclr, supcon, ce, moco, mocov3, supcon-moco)" in text
     assert "--seed SEED random seed (model init, data order, augmentation) (default: 0)" in text

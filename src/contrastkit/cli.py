@@ -72,8 +72,34 @@ def _options(ns: argparse.Namespace) -> dict[str, Any]:
     if getattr(ns, "config", None):
         values = load_yaml(ns.config)
         values.pop(PROVENANCE_KEY, None)
+        _check_file_keys(ns.config, ns.command, values)
     values.update({k: v for k, v in vars(ns).items() if k not in _NOT_OPTIONS})
     return values
+
+
+def _check_file_keys(path: str, command: str, values: dict[str, Any]) -> None:
+    """Refuse a config file's keys that belong to other commands, naming those commands.
+
+    A ``run`` file (``probe_epochs``...) given to ``pretrain`` is the usual case; keys no command
+    knows are left to the config's own error, which lists the known ones.
+    """
+    from contrastkit.train.config import options
+
+    configs = {name: {o.name for o in options(cls)} for name, cls, _, _ in _commands()}
+    foreign = {
+        key: [f"`contrastkit {name}`" for name, known in configs.items() if key in known]
+        for key in values
+        if key not in configs[command]
+    }
+    named = {key: where for key, where in foreign.items() if where}
+    if named:
+        found = ", ".join(
+            f"{key!r} (of {', '.join(where)})" for key, where in sorted(named.items())
+        )
+        raise ContrastkitError(
+            f"--config {path}: {found}: not for `contrastkit {command}`; remove those keys from the "
+            f"file, or give the options `contrastkit {command}` takes as flags"
+        )
 
 
 def _resume(ns: argparse.Namespace, given: dict[str, Any], command: str) -> Any:
@@ -283,8 +309,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per function."""
+def _commands() -> list[tuple[str, type, Command, str]]:
+    """Each sub-command with a config class: its name, class, function and help line."""
     from contrastkit.train.config import (
         EmbedConfig,
         ExportConfig,
@@ -298,20 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
         SearchConfig,
         SweepConfig,
     )
+    from contrastkit.train.rules import METHODS
 
-    parser = _Parser(
-        prog="contrastkit",
-        description="Contrastive representation learning: pretrain, probe, report.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands: list[tuple[str, type, Command, str]] = [
+    return [
         (
             "prepare",
             PrepareConfig,
             _cmd_prepare,
             "write a data set once as tar shards, for --data shards:DIR",
         ),
-        ("pretrain", PretrainConfig, _cmd_pretrain, "pretrain an encoder (simclr, supcon or ce)"),
+        (
+            "pretrain",
+            PretrainConfig,
+            _cmd_pretrain,
+            f"pretrain an encoder ({', '.join(METHODS)})",
+        ),
         (
             "linear-probe",
             ProbeConfig,
@@ -343,7 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
             "hyperparameter search on validation accuracy (Optuna; resumable, shareable)",
         ),
     ]
-    for name, cls, func, help_text in commands:
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per function."""
+    parser = _Parser(
+        prog="contrastkit",
+        description="Contrastive representation learning: pretrain, probe, report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, cls, func, help_text in _commands():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_options(p, cls)
         if name in ("pretrain", "run"):
