@@ -85,11 +85,13 @@ def _check_file_keys(path: str, command: str, values: dict[str, Any]) -> None:
     """
     from contrastkit.train.config import options
 
-    configs = {name: {o.name for o in options(cls)} for name, cls, _, _ in _commands()}
+    commands = {name: cls for name, cls, _, _ in _commands()}
+    unknown = set(values) - {o.name for o in options(commands[command])}
+    if not unknown:  # the usual file: no other command's options are looked at
+        return
+    takers = {name: {o.name for o in options(cls)} & unknown for name, cls in commands.items()}
     foreign = {
-        key: [f"`contrastkit {name}`" for name, known in configs.items() if key in known]
-        for key in values
-        if key not in configs[command]
+        key: [f"`contrastkit {n}`" for n, keys in takers.items() if key in keys] for key in unknown
     }
     named = {key: where for key, where in foreign.items() if where}
     if named:
